@@ -1,0 +1,670 @@
+//! The shared-memory variant store: alternates under one key, a purge clock with hashed
+//! "last purged" tables, fenced commits and validated reads. No nginx types in here.
+//!
+//! Correctness rests on three rules (see docs/ARCHITECTURE.md):
+//! - a purge writes its table buckets, then publishes its clock value, under `purge_lock`;
+//! - a commit checks the hard tables against its ticket under the shard lock that a URL purge
+//!   also takes to delete the key;
+//! - a lookup copies the selected record, verifies its checksum when unverified in this open
+//!   epoch, and only then checks its scopes against the tables; any doubt is a miss.
+
+mod layout;
+mod lock;
+mod scope;
+mod shard;
+mod shm;
+mod stats;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+
+pub use layout::Layout;
+pub use scope::{ancestors, Buckets, ScopeSet, UrlId, MAX_PREFIX_DEPTH, MAX_TAGS};
+pub use shm::Opened;
+pub use stats::Stats;
+
+use layout::Table;
+use lock::Acquired;
+use scope::{ScopeView, TAG_OVERFLOW_SLOT};
+use shard::{Corrupt, NewRecord, Shard, STATE_LIVE};
+use shm::Segment;
+use stats::{PurgeCounter, ShardCounter};
+
+/// Alternates kept per key; the oldest goes when a new one would exceed it.
+pub const MAX_ALTERNATES: u32 = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("cache size {0} is outside 1 MiB .. 1 TiB")]
+    BadSize(u64),
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    InUse(String),
+    #[error("max object size {0} exceeds what one shard holds ({1})")]
+    MaxObject(u64, u64),
+}
+
+/// A request-path fault: the caller treats it as a miss and logs it once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    #[error("cache lock wait timed out")]
+    LockTimeout,
+    #[error("cache lock error {0}")]
+    Lock(i32),
+    #[error("cache shard was damaged and has been reset")]
+    Corrupt,
+    #[error("output buffer allocation failed")]
+    NoMemory,
+}
+
+#[derive(Debug, Clone)]
+pub enum Backing {
+    File(PathBuf),
+    /// A memfd: shared by forked workers, lost on restart.
+    Anonymous,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub backing: Backing,
+    pub size: u64,
+    /// Largest alternate (scope + meta + body) accepted; 0 picks a quarter of a shard.
+    pub max_object: u64,
+}
+
+/// A cache key: blake3 of length-prefixed key material.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key(pub [u8; 32]);
+
+impl Key {
+    /// Each part is length-prefixed, so no two different part lists derive the same key.
+    pub fn derive(parts: &[&[u8]]) -> Key {
+        let mut h = blake3::Hasher::new();
+        h.update(b"psv.key.v1");
+        for p in parts {
+            h.update(&(p.len() as u64).to_le_bytes());
+            h.update(p);
+        }
+        Key(*h.finalize().as_bytes())
+    }
+
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The purge clock value when a fill or build started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FillTicket {
+    pub stamp: u64,
+}
+
+/// An alternate to commit.
+pub struct Alternate<'a> {
+    pub descriptor: u32,
+    pub scopes: &'a ScopeSet,
+    /// Serialized response metadata, opaque to the store.
+    pub meta: &'a [u8],
+    pub body: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Stored,
+    /// A purge covering this key happened after the ticket: dropped, counted.
+    Fenced,
+    TooLarge,
+    Fault(Fault),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    Fresh,
+    /// Covered by a soft purge since it was stored: usable only while revalidating.
+    Stale,
+}
+
+/// A found alternate; its meta then body bytes were written to the sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    pub descriptor: u32,
+    pub freshness: Freshness,
+    pub stamp: u64,
+    pub meta_len: usize,
+    pub body_len: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Hit(Hit),
+    Miss,
+    Fault(Fault),
+}
+
+/// Where a lookup copies the selected alternate (meta then body): a Vec, or nginx pool memory.
+pub trait Sink {
+    fn reserve(&mut self, len: usize) -> Option<&mut [u8]>;
+}
+
+impl Sink for Vec<u8> {
+    fn reserve(&mut self, len: usize) -> Option<&mut [u8]> {
+        self.clear();
+        self.resize(len, 0);
+        Some(&mut self[..])
+    }
+}
+
+/// What a purge did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PurgeReceipt {
+    /// The purge's clock value: the new generation of every scope it covered.
+    pub generation: u64,
+    /// Records removed at once (URL purges); other scopes are reclaimed lazily.
+    pub deleted: u64,
+}
+
+/// Description of one alternate, for inspection.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AlternateInfo {
+    pub descriptor: u32,
+    pub stamp: u64,
+    pub meta_len: u32,
+    pub body_len: u32,
+}
+
+enum Validity {
+    Fresh,
+    Stale,
+    Purged,
+}
+
+pub struct Store {
+    seg: Segment,
+    max_object: u64,
+    opened: Opened,
+}
+
+impl Store {
+    pub fn open(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        let (seg, opened) = match &cfg.backing {
+            Backing::File(path) => Segment::open_file(path, cfg.size)?,
+            Backing::Anonymous => (Segment::open_anonymous(cfg.size)?, Opened::Created),
+        };
+        let shard_limit = seg.layout.arena_bytes() / 4;
+        let max_object = match cfg.max_object {
+            0 => shard_limit,
+            m if m > shard_limit => return Err(StoreError::MaxObject(m, shard_limit)),
+            m => m,
+        };
+        Ok(Store {
+            seg,
+            max_object,
+            opened,
+        })
+    }
+
+    /// How the backing file was found when opened.
+    pub fn opened(&self) -> &Opened {
+        &self.opened
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.seg.layout
+    }
+
+    pub fn max_object(&self) -> u64 {
+        self.max_object
+    }
+
+    pub fn buckets(&self) -> Buckets {
+        let l = &self.seg.layout;
+        Buckets {
+            url_slots: l.url_slots,
+            prefix_slots: l.prefix_slots,
+            tag_slots: l.tag_slots,
+        }
+    }
+
+    fn shard_of(&self, key: &Key) -> u32 {
+        let v = u64::from_le_bytes(key.0[8..16].try_into().expect("8 bytes"));
+        (v % self.seg.layout.shard_count as u64) as u32
+    }
+
+    /// Runs `f` on a locked shard. A dead previous owner or damage found by `f` resets the
+    /// shard (dropping cached entries is always safe; generations live outside shards).
+    fn with_shard<R>(
+        &self,
+        idx: u32,
+        f: impl FnOnce(&mut Shard) -> Result<R, Corrupt>,
+    ) -> Result<R, Fault> {
+        let hdr = self.seg.shard_header(idx);
+        let acquired = hdr.lock.lock().map_err(|e| match e {
+            lock::LockError::Timeout => Fault::LockTimeout,
+            lock::LockError::Os(n) => Fault::Lock(n),
+        })?;
+        // SAFETY: we hold the shard lock until `guard` drops, and the slices do not outlive it.
+        let (index, arena) = unsafe { self.seg.shard_body(idx) };
+        let mut guard = ShardGuard {
+            shard: Shard { hdr, index, arena },
+        };
+        if acquired == Acquired::OwnerDied {
+            guard.shard.reset();
+            guard.shard.count(ShardCounter::LockRecoveries);
+        }
+        match f(&mut guard.shard) {
+            Ok(r) => Ok(r),
+            Err(Corrupt) => {
+                guard.shard.reset();
+                guard.shard.count(ShardCounter::CorruptResets);
+                Err(Fault::Corrupt)
+            }
+        }
+    }
+
+    /// The current purge clock: a fill that starts now carries this stamp.
+    pub fn begin_fill(&self) -> FillTicket {
+        FillTicket {
+            stamp: self.seg.header().purge_clock.load(Acquire),
+        }
+    }
+
+    fn hard_purged(&self, scope: &ScopeView, stamp: u64) -> bool {
+        let after = |t: Table, slot: u32| {
+            self.seg
+                .table(t)
+                .get(slot as usize)
+                .is_none_or(|v| v.load(Acquire) > stamp)
+        };
+        self.seg.header().flush_hard.load(Acquire) > stamp
+            || after(Table::UrlHard, scope.url())
+            || scope.prefixes().any(|p| after(Table::PrefixHard, p))
+            || scope.tags().any(|t| after(Table::TagHard, t))
+            || (scope.tag_overflow() && after(Table::TagHard, TAG_OVERFLOW_SLOT))
+    }
+
+    fn soft_purged(&self, scope: &ScopeView, stamp: u64) -> bool {
+        let after = |t: Table, slot: u32| {
+            self.seg
+                .table(t)
+                .get(slot as usize)
+                .is_none_or(|v| v.load(Acquire) > stamp)
+        };
+        self.seg.header().flush_soft.load(Acquire) > stamp
+            || after(Table::UrlSoft, scope.url())
+            || scope.prefixes().any(|p| after(Table::PrefixSoft, p))
+            || scope.tags().any(|t| after(Table::TagSoft, t))
+            || (scope.tag_overflow() && after(Table::TagSoft, TAG_OVERFLOW_SLOT))
+    }
+
+    fn validity(
+        &self,
+        scope: &[u8],
+        stamp: u64,
+        clock: u64,
+        memo: u64,
+    ) -> Result<Validity, Corrupt> {
+        // No purge published since the fill started, or since this record was last checked.
+        if clock <= stamp || memo == clock {
+            return Ok(Validity::Fresh);
+        }
+        let view = ScopeView::parse(scope).ok_or(Corrupt)?;
+        Ok(if self.hard_purged(&view, stamp) {
+            Validity::Purged
+        } else if self.soft_purged(&view, stamp) {
+            Validity::Stale
+        } else {
+            Validity::Fresh
+        })
+    }
+
+    /// Stores an alternate unless a purge covering it happened after `ticket`.
+    pub fn commit(&self, ticket: FillTicket, key: &Key, alt: &Alternate) -> CommitOutcome {
+        let mut scope = Vec::with_capacity(alt.scopes.encoded_len());
+        alt.scopes.encode(&mut scope);
+        let len = shard::record_len(scope.len(), alt.meta.len(), alt.body.len());
+        let epoch = self.seg.header().open_epoch.load(Relaxed);
+        let attempt = || {
+            self.with_shard(self.shard_of(key), |sh| {
+                if len > self.max_object || alt.meta.len() > u32::MAX as usize {
+                    sh.count(ShardCounter::TooLarge);
+                    return Ok(CommitOutcome::TooLarge);
+                }
+                // Checked under the lock a URL purge takes to delete this key: either the purge's
+                // table write is visible here, or its delete comes after this insert.
+                let view = ScopeView::parse(&scope).ok_or(Corrupt)?;
+                if self.hard_purged(&view, ticket.stamp) {
+                    sh.count(ShardCounter::Fenced);
+                    return Ok(CommitOutcome::Fenced);
+                }
+                let rec = NewRecord {
+                    key: &key.0,
+                    descriptor: alt.descriptor,
+                    stamp: ticket.stamp,
+                    epoch,
+                    scope: &scope,
+                    meta: alt.meta,
+                    body: alt.body,
+                };
+                sh.insert(&rec, MAX_ALTERNATES)?;
+                sh.count(ShardCounter::Stored);
+                Ok(CommitOutcome::Stored)
+            })
+        };
+        // Damage found while inserting has just been cleared by a reset: one more try stores
+        // into the clean shard instead of losing the fill.
+        match attempt() {
+            Err(Fault::Corrupt) => attempt(),
+            r => r,
+        }
+        .unwrap_or_else(CommitOutcome::Fault)
+    }
+
+    /// Finds the best alternate of `key` by `score` (None = not acceptable, higher wins, the
+    /// newest wins ties), copies its meta and body into `sink`, then validates the copy.
+    pub fn lookup(
+        &self,
+        key: &Key,
+        mut score: impl FnMut(u32, &[u8]) -> Option<u32>,
+        sink: &mut dyn Sink,
+    ) -> Lookup {
+        let epoch = self.seg.header().open_epoch.load(Relaxed);
+        let r = self.with_shard(self.shard_of(key), |sh| {
+            // Each round either returns or drops one record, so this is bounded.
+            for _ in 0..=MAX_ALTERNATES * 2 {
+                let Some(pos) = sh.find(&key.0) else {
+                    sh.count(ShardCounter::Misses);
+                    return Ok(Lookup::Miss);
+                };
+                let mut best: Option<(u32, u64)> = None;
+                let mut next = sh.index[pos].head;
+                let mut walked = 0;
+                while next != 0 {
+                    walked += 1;
+                    let off = next - 1;
+                    let h = sh.header(off)?;
+                    if walked > 256 || h.state != STATE_LIVE {
+                        return Err(Corrupt);
+                    }
+                    let (_, meta, _) = sh.payload(off, &h);
+                    if let Some(s) = score(h.descriptor, meta) {
+                        if best.is_none_or(|(b, _)| s > b) {
+                            best = Some((s, off));
+                        }
+                    }
+                    next = h.next;
+                }
+                let Some((_, off)) = best else {
+                    sh.count(ShardCounter::Misses);
+                    return Ok(Lookup::Miss);
+                };
+                let mut h = sh.header(off)?;
+                let (scope, meta, body) = sh.payload(off, &h);
+                let Some(out) = sink.reserve(meta.len() + body.len()) else {
+                    return Ok(Lookup::Fault(Fault::NoMemory));
+                };
+                out[..meta.len()].copy_from_slice(meta);
+                out[meta.len()..].copy_from_slice(body);
+                // Verified once per open epoch: within an epoch records are only written under
+                // this lock, so bytes cannot tear; across a restart they may have.
+                if h.verified_epoch != epoch {
+                    if shard::checksum([scope, meta, body]) != h.checksum {
+                        sh.count(ShardCounter::ChecksumFailures);
+                        sh.kill(off)?;
+                        continue;
+                    }
+                    h.verified_epoch = epoch;
+                }
+                let clock = self.seg.header().purge_clock.load(Acquire);
+                let (meta_len, body_len) = (meta.len(), body.len());
+                match self.validity(scope, h.stamp, clock, h.validated_clock)? {
+                    Validity::Purged => {
+                        sh.count(ShardCounter::RejectedReads);
+                        sh.kill(off)?;
+                        continue;
+                    }
+                    Validity::Stale => {
+                        sh.set_header(off, &h);
+                        sh.count(ShardCounter::StaleHits);
+                        return Ok(Lookup::Hit(Hit {
+                            descriptor: h.descriptor,
+                            freshness: Freshness::Stale,
+                            stamp: h.stamp,
+                            meta_len,
+                            body_len,
+                        }));
+                    }
+                    Validity::Fresh => {
+                        h.validated_clock = clock;
+                        sh.set_header(off, &h);
+                        sh.count(ShardCounter::Hits);
+                        return Ok(Lookup::Hit(Hit {
+                            descriptor: h.descriptor,
+                            freshness: Freshness::Fresh,
+                            stamp: h.stamp,
+                            meta_len,
+                            body_len,
+                        }));
+                    }
+                }
+            }
+            Err(Corrupt)
+        });
+        r.unwrap_or_else(Lookup::Fault)
+    }
+
+    /// Lists the alternates stored under `key` (inspection; no validation, no counters).
+    pub fn alternates(&self, key: &Key) -> Result<Vec<AlternateInfo>, Fault> {
+        self.with_shard(self.shard_of(key), |sh| {
+            let Some(pos) = sh.find(&key.0) else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            for off in sh.chain(pos)? {
+                let h = sh.header(off)?;
+                out.push(AlternateInfo {
+                    descriptor: h.descriptor,
+                    stamp: h.stamp,
+                    meta_len: h.meta_len,
+                    body_len: h.body_len,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Runs one purge: takes the clock's next value, lets `apply` write table buckets and do
+    /// immediate deletions, then publishes the clock. Purges are rare; serializing them is
+    /// what makes "clock value c is visible" imply "every purge <= c is in the tables".
+    fn purge_with(
+        &self,
+        counter: PurgeCounter,
+        soft: bool,
+        apply: impl FnOnce(u64) -> Result<u64, Fault>,
+    ) -> Result<PurgeReceipt, Fault> {
+        let h = self.seg.header();
+        // A purger that died mid-purge left at most some buckets at clock+1, which the next
+        // purge reuses and publishes: nothing to repair.
+        h.purge_lock.lock().map_err(|e| match e {
+            lock::LockError::Timeout => Fault::LockTimeout,
+            lock::LockError::Os(n) => Fault::Lock(n),
+        })?;
+        let _unlock = PurgeLockGuard(&h.purge_lock);
+        let c = h.purge_clock.load(Acquire) + 1;
+        let deleted = apply(c)?;
+        h.purge_clock.store(c, Release);
+        h.purge_counters[counter as usize].fetch_add(1, Relaxed);
+        if soft {
+            h.purge_counters[PurgeCounter::Soft as usize].fetch_add(1, Relaxed);
+        }
+        Ok(PurgeReceipt {
+            generation: c,
+            deleted,
+        })
+    }
+
+    fn bump(&self, table: Table, slot: u32, c: u64) {
+        if let Some(v) = self.seg.table(table).get(slot as usize) {
+            v.fetch_max(c, AcqRel);
+        }
+    }
+
+    /// Purges URLs: bumps each URL's generation (even when nothing is cached, so a racing
+    /// first fill is fenced), bumps the tags `dependents` (entries that declared they were
+    /// built from these URLs), and, unless soft, deletes `keys` with every alternate at once.
+    pub fn purge_url(
+        &self,
+        urls: &[UrlId],
+        dependents: &[&str],
+        keys: &[Key],
+        soft: bool,
+    ) -> Result<PurgeReceipt, Fault> {
+        let b = self.buckets();
+        self.purge_with(PurgeCounter::Url, soft, |c| {
+            let (ut, tt) = if soft {
+                (Table::UrlSoft, Table::TagSoft)
+            } else {
+                (Table::UrlHard, Table::TagHard)
+            };
+            for u in urls {
+                self.bump(ut, b.url(u), c);
+            }
+            for t in dependents {
+                self.bump(tt, b.tag(t), c);
+            }
+            if !dependents.is_empty() {
+                self.bump(tt, TAG_OVERFLOW_SLOT, c);
+            }
+            let mut deleted = 0;
+            if !soft {
+                for k in keys {
+                    // The table write above already made the entry invalid; deleting frees it.
+                    // A damaged shard resets, which deletes too.
+                    match self.with_shard(self.shard_of(k), |sh| sh.remove_key(&k.0)) {
+                        Ok(n) => deleted += n,
+                        Err(Fault::Corrupt) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Ok(deleted)
+        })
+    }
+
+    /// Purges every URL under each `(scheme, host, prefix)`.
+    pub fn purge_prefix(
+        &self,
+        prefixes: &[(&str, &str, &str)],
+        soft: bool,
+    ) -> Result<PurgeReceipt, Fault> {
+        let b = self.buckets();
+        let t = if soft {
+            Table::PrefixSoft
+        } else {
+            Table::PrefixHard
+        };
+        self.purge_with(PurgeCounter::Prefix, soft, |c| {
+            for (scheme, host, prefix) in prefixes {
+                self.bump(t, b.prefix_purge_bucket(scheme, host, prefix), c);
+            }
+            Ok(0)
+        })
+    }
+
+    /// Purges every entry carrying any of `tags`.
+    pub fn purge_tag(&self, tags: &[&str], soft: bool) -> Result<PurgeReceipt, Fault> {
+        let b = self.buckets();
+        let t = if soft { Table::TagSoft } else { Table::TagHard };
+        self.purge_with(PurgeCounter::Tag, soft, |c| {
+            for tag in tags {
+                self.bump(t, b.tag(tag), c);
+            }
+            self.bump(t, TAG_OVERFLOW_SLOT, c);
+            Ok(0)
+        })
+    }
+
+    /// Purges everything. A hard flush also empties every shard at once.
+    pub fn flush_all(&self, soft: bool) -> Result<PurgeReceipt, Fault> {
+        self.purge_with(PurgeCounter::All, soft, |c| {
+            let h = self.seg.header();
+            if soft {
+                h.flush_soft.fetch_max(c, AcqRel);
+                return Ok(0);
+            }
+            h.flush_hard.fetch_max(c, AcqRel);
+            let mut deleted = 0;
+            for s in 0..self.seg.layout.shard_count {
+                let r = self.with_shard(s, |sh| {
+                    let n = sh.hdr.alternates.load(Relaxed);
+                    sh.reset();
+                    Ok(n)
+                });
+                // The flush stamp already invalidates what a busy shard still holds.
+                deleted += r.unwrap_or(0);
+            }
+            Ok(deleted)
+        })
+    }
+
+    pub fn stats(&self) -> Stats {
+        let h = self.seg.header();
+        let mut s = Stats {
+            purges_url: h.purge_counters[PurgeCounter::Url as usize].load(Relaxed),
+            purges_prefix: h.purge_counters[PurgeCounter::Prefix as usize].load(Relaxed),
+            purges_tag: h.purge_counters[PurgeCounter::Tag as usize].load(Relaxed),
+            purges_all: h.purge_counters[PurgeCounter::All as usize].load(Relaxed),
+            purges_soft: h.purge_counters[PurgeCounter::Soft as usize].load(Relaxed),
+            purge_clock: h.purge_clock.load(Acquire),
+            shards: self.seg.layout.shard_count as u64,
+            bytes_capacity: self.seg.layout.arena_bytes() * self.seg.layout.shard_count as u64,
+            ..Stats::default()
+        };
+        for i in 0..self.seg.layout.shard_count {
+            let sh = self.seg.shard_header(i);
+            let c = |k: ShardCounter| sh.counters[k as usize].load(Relaxed);
+            s.hits += c(ShardCounter::Hits);
+            s.stale_hits += c(ShardCounter::StaleHits);
+            s.misses += c(ShardCounter::Misses);
+            s.stored += c(ShardCounter::Stored);
+            s.fenced += c(ShardCounter::Fenced);
+            s.rejected_reads += c(ShardCounter::RejectedReads);
+            s.checksum_failures += c(ShardCounter::ChecksumFailures);
+            s.evictions += c(ShardCounter::Evictions);
+            s.too_large += c(ShardCounter::TooLarge);
+            s.replaced += c(ShardCounter::Replaced);
+            s.lock_recoveries += c(ShardCounter::LockRecoveries);
+            s.corrupt_resets += c(ShardCounter::CorruptResets);
+            s.entries += sh.keys.load(Relaxed);
+            s.alternates += sh.alternates.load(Relaxed);
+            s.bytes_used += sh.live_bytes.load(Relaxed);
+        }
+        s
+    }
+}
+
+/// Unlocks the shard when the operation ends, even by a panic; a panic may have left the
+/// shard half-written, so it is reset first.
+struct ShardGuard<'a> {
+    shard: Shard<'a>,
+}
+
+impl Drop for ShardGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.shard.reset();
+        }
+        self.shard.hdr.lock.unlock();
+    }
+}
+
+struct PurgeLockGuard<'a>(&'a lock::RobustMutex);
+
+impl Drop for PurgeLockGuard<'_> {
+    fn drop(&mut self) {
+        self.0.unlock();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,269 @@
+//! The mapping itself: open or create the backing file (or a memfd), check its header,
+//! initialize it, and hand out typed views. Every raw-pointer cast of the store lives here.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::MmapMut;
+
+use super::layout::{IndexSlot, Layout, SegmentHeader, ShardHeader, Table, FORMAT_VERSION, MAGIC};
+use super::StoreError;
+
+/// A mapped, initialized segment. The mapping is `MAP_SHARED` (memmap2's `map_mut` on a file),
+/// so forked workers and later reopenings see the same pages.
+pub struct Segment {
+    map: MmapMut,
+    // Kept open: it carries the shared flock that tells later openers the file is in use.
+    _file: File,
+    pub layout: Layout,
+}
+
+/// How `Segment::open` found the backing store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// A new file or memfd, initialized empty.
+    Created,
+    /// An existing compatible file: entries and purge history kept.
+    Reopened,
+    /// An existing file already in use by another process (another nginx, `nginx -t`): attached
+    /// as is, nothing reinitialized.
+    Attached,
+    /// An existing file that could not be used as is; reinitialized empty for this reason.
+    Reinitialized(String),
+}
+
+impl Segment {
+    /// Opens (or creates) a file-backed segment of `size` bytes.
+    pub fn open_file(path: &Path, size: u64) -> Result<(Segment, Opened), StoreError> {
+        let layout = Layout::for_size(size).ok_or(StoreError::BadSize(size))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| StoreError::Io(format!("open {}: {e}", path.display())))?;
+        let exclusive = flock(&file, libc::LOCK_EX | libc::LOCK_NB);
+        let old_len = file
+            .metadata()
+            .map_err(|e| StoreError::Io(format!("stat {}: {e}", path.display())))?
+            .len();
+        if !exclusive {
+            // Someone else (a running nginx) owns the file: never reinitialize under it.
+            if old_len != layout.total_size {
+                return Err(StoreError::InUse(format!(
+                    "{} is in use by another process with size {old_len}",
+                    path.display()
+                )));
+            }
+            let seg = Segment::map(file, layout)?;
+            seg.check_header().map_err(StoreError::InUse)?;
+            flock(&seg._file, libc::LOCK_SH);
+            return Ok((seg, Opened::Attached));
+        }
+        let reason = if old_len == 0 {
+            None
+        } else if old_len != layout.total_size {
+            Some(format!(
+                "size changed from {old_len} to {} bytes",
+                layout.total_size
+            ))
+        } else {
+            Some(String::new())
+        };
+        if old_len != layout.total_size {
+            file.set_len(layout.total_size)
+                .map_err(|e| StoreError::Io(format!("resize {}: {e}", path.display())))?;
+        }
+        let seg = Segment::map(file, layout)?;
+        let opened = match reason {
+            None => {
+                seg.initialize()?;
+                Opened::Created
+            }
+            Some(r) if !r.is_empty() => {
+                seg.initialize()?;
+                Opened::Reinitialized(r)
+            }
+            Some(_) => match seg.check_header() {
+                Ok(()) => {
+                    seg.reopen()?;
+                    Opened::Reopened
+                }
+                Err(r) => {
+                    seg.initialize()?;
+                    Opened::Reinitialized(r)
+                }
+            },
+        };
+        // Downgrade: other openers now see the file as in use and attach without touching it.
+        flock(&seg._file, libc::LOCK_SH);
+        Ok((seg, opened))
+    }
+
+    /// Creates an anonymous shared segment (memfd): shared by forked children, gone on exit.
+    pub fn open_anonymous(size: u64) -> Result<Segment, StoreError> {
+        let layout = Layout::for_size(size).ok_or(StoreError::BadSize(size))?;
+        // SAFETY: the name is a valid NUL-terminated string; the returned fd is checked.
+        let fd = unsafe { libc::memfd_create(c"ngx_pagespeed_cache".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(StoreError::Io(format!(
+                "memfd_create: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        let file = unsafe { File::from_raw_fd(fd) };
+        file.set_len(layout.total_size)
+            .map_err(|e| StoreError::Io(format!("memfd resize: {e}")))?;
+        let seg = Segment::map(file, layout)?;
+        seg.initialize()?;
+        Ok(seg)
+    }
+
+    fn map(file: File, layout: Layout) -> Result<Segment, StoreError> {
+        // SAFETY: the file is ours and sized to total_size; concurrent modification by other
+        // processes is the point of the mapping, and we only access it through atomics or
+        // under the shard locks.
+        let map =
+            unsafe { MmapMut::map_mut(&file) }.map_err(|e| StoreError::Io(format!("mmap: {e}")))?;
+        if (map.len() as u64) < layout.total_size {
+            return Err(StoreError::Io("mapping shorter than the segment".into()));
+        }
+        Ok(Segment {
+            map,
+            _file: file,
+            layout,
+        })
+    }
+
+    /// Writes a fresh header, zero tables, empty shards with new locks.
+    fn initialize(&self) -> Result<(), StoreError> {
+        // SAFETY: exclusive access (new file, memfd, or exclusive flock held); the whole
+        // mapping is writable memory of total_size bytes.
+        unsafe {
+            std::ptr::write_bytes(
+                self.map.as_ptr() as *mut u8,
+                0,
+                self.layout.total_size as usize,
+            )
+        };
+        let l = &self.layout;
+        // SAFETY: exclusive access as above; the header is at offset 0, page aligned.
+        let h = unsafe { &mut *(self.map.as_ptr() as *mut SegmentHeader) };
+        h.magic = MAGIC;
+        h.version = FORMAT_VERSION;
+        h.shard_count = l.shard_count;
+        h.total_size = l.total_size;
+        h.url_slots = l.url_slots;
+        h.prefix_slots = l.prefix_slots;
+        h.tag_slots = l.tag_slots;
+        h.index_slots = l.index_slots;
+        h.shard_bytes = l.shard_bytes;
+        h.shards_offset = l.shards_offset;
+        h.open_epoch.store(1, Ordering::Relaxed);
+        self.init_locks()?;
+        // Written last: a crash during initialization leaves a header that fails the check.
+        h.layout_check = l.check_value();
+        Ok(())
+    }
+
+    /// Keeps entries and purge history; renews every lock (no other process has the file) and
+    /// starts a new verification epoch so every record's checksum is checked again.
+    fn reopen(&self) -> Result<(), StoreError> {
+        self.init_locks()?;
+        self.header().open_epoch.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn init_locks(&self) -> Result<(), StoreError> {
+        let lock_err = |e| StoreError::Io(format!("mutex init: {e}"));
+        // SAFETY: called only with exclusive access to the file (see initialize/reopen).
+        unsafe { self.header().purge_lock.init() }.map_err(lock_err)?;
+        for s in 0..self.layout.shard_count {
+            // SAFETY: as above.
+            unsafe { self.shard_header(s).lock.init() }.map_err(lock_err)?;
+        }
+        Ok(())
+    }
+
+    fn check_header(&self) -> Result<(), String> {
+        let h = self.header();
+        let l = &self.layout;
+        if h.magic != MAGIC {
+            return Err("not a cache file (bad magic)".into());
+        }
+        if h.version != FORMAT_VERSION {
+            return Err(format!(
+                "format version {} (expected {FORMAT_VERSION})",
+                h.version
+            ));
+        }
+        let same = h.shard_count == l.shard_count
+            && h.total_size == l.total_size
+            && h.url_slots == l.url_slots
+            && h.prefix_slots == l.prefix_slots
+            && h.tag_slots == l.tag_slots
+            && h.index_slots == l.index_slots
+            && h.shard_bytes == l.shard_bytes
+            && h.shards_offset == l.shards_offset;
+        if !same || h.layout_check != l.check_value() {
+            return Err("layout mismatch or corrupt header".into());
+        }
+        Ok(())
+    }
+
+    pub fn header(&self) -> &SegmentHeader {
+        // SAFETY: offset 0 is page aligned, the mapping is at least HEADER_BYTES long, and the
+        // header's mutable fields are atomics or a pthread mutex (interior mutability).
+        unsafe { &*(self.map.as_ptr() as *const SegmentHeader) }
+    }
+
+    pub fn table(&self, table: Table) -> &[AtomicU64] {
+        let off = self.layout.table_offset(table) as usize;
+        let len = self.layout.table_slots(table) as usize;
+        // SAFETY: the layout places each table inside the mapping, 8-byte aligned; AtomicU64 has
+        // the size and alignment of u64 and every bit pattern is valid.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(off) as *const AtomicU64, len) }
+    }
+
+    pub fn shard_header(&self, shard: u32) -> &ShardHeader {
+        let off = self.layout.shard_offset(shard) as usize;
+        // SAFETY: shards are page aligned inside the mapping; fields are atomics or the mutex.
+        unsafe { &*(self.map.as_ptr().add(off) as *const ShardHeader) }
+    }
+
+    /// The shard's index and arena as exclusive slices.
+    ///
+    /// # Safety
+    /// The caller must hold the shard's lock for the lifetime of the returned slices and must
+    /// not call this twice for the same shard while they live.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn shard_body(&self, shard: u32) -> (&mut [IndexSlot], &mut [u8]) {
+        let l = &self.layout;
+        let base = l.shard_offset(shard) as usize;
+        // SAFETY: index and arena are disjoint ranges inside this shard's region of the mapping;
+        // IndexSlot is POD (any bytes are a valid value); the lock gives exclusive access.
+        unsafe {
+            let p = self.map.as_ptr() as *mut u8;
+            let index = std::slice::from_raw_parts_mut(
+                p.add(base + l.index_offset_in_shard() as usize) as *mut IndexSlot,
+                l.index_slots as usize,
+            );
+            let arena = std::slice::from_raw_parts_mut(
+                p.add(base + l.arena_offset_in_shard() as usize),
+                l.arena_bytes() as usize,
+            );
+            (index, arena)
+        }
+    }
+}
+
+fn flock(file: &File, op: libc::c_int) -> bool {
+    // SAFETY: a valid open descriptor.
+    unsafe { libc::flock(file.as_raw_fd(), op) == 0 }
+}

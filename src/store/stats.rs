@@ -1,0 +1,130 @@
+//! Counters every process can read: per-shard counters (updated under the shard lock) and
+//! per-scope purge counters (updated under the purge lock), summed on read.
+
+use serde::Serialize;
+
+/// Per-shard counters, indexes into `ShardHeader::counters`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardCounter {
+    Hits = 0,
+    Misses = 1,
+    Stored = 2,
+    Fenced = 3,
+    RejectedReads = 4,
+    Evictions = 5,
+    TooLarge = 6,
+    Replaced = 7,
+    LockRecoveries = 8,
+    CorruptResets = 9,
+    StaleHits = 10,
+    ChecksumFailures = 11,
+}
+
+/// Purge counters, indexes into `SegmentHeader::purge_counters`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeCounter {
+    Url = 0,
+    Prefix = 1,
+    Tag = 2,
+    All = 3,
+    Soft = 4,
+}
+
+/// A snapshot of the store's counters and gauges.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Stats {
+    pub hits: u64,
+    pub stale_hits: u64,
+    pub misses: u64,
+    pub stored: u64,
+    pub fenced: u64,
+    pub rejected_reads: u64,
+    pub checksum_failures: u64,
+    pub evictions: u64,
+    pub too_large: u64,
+    pub replaced: u64,
+    pub lock_recoveries: u64,
+    pub corrupt_resets: u64,
+    pub purges_url: u64,
+    pub purges_prefix: u64,
+    pub purges_tag: u64,
+    pub purges_all: u64,
+    pub purges_soft: u64,
+    pub purge_clock: u64,
+    pub entries: u64,
+    pub alternates: u64,
+    pub bytes_used: u64,
+    pub bytes_capacity: u64,
+    pub shards: u64,
+}
+
+impl Stats {
+    /// (name, help, value) for exposition formats; names match the JSON keys.
+    pub fn fields(&self) -> [(&'static str, &'static str, u64); 23] {
+        [
+            ("hits", "Lookups answered from the cache", self.hits),
+            (
+                "stale_hits",
+                "Lookups that found only a soft-purged entry",
+                self.stale_hits,
+            ),
+            ("misses", "Lookups that found nothing servable", self.misses),
+            ("stored", "Alternates committed", self.stored),
+            (
+                "fenced",
+                "Commits dropped because a purge covered them",
+                self.fenced,
+            ),
+            (
+                "rejected_reads",
+                "Entries found purged at lookup and dropped",
+                self.rejected_reads,
+            ),
+            (
+                "checksum_failures",
+                "Records whose bytes failed their checksum",
+                self.checksum_failures,
+            ),
+            (
+                "evictions",
+                "Alternates evicted to make room",
+                self.evictions,
+            ),
+            ("too_large", "Commits refused for size", self.too_large),
+            (
+                "replaced",
+                "Alternates replaced by a newer fill",
+                self.replaced,
+            ),
+            (
+                "lock_recoveries",
+                "Shard locks recovered from a dead owner",
+                self.lock_recoveries,
+            ),
+            (
+                "corrupt_resets",
+                "Shards reset after finding damage",
+                self.corrupt_resets,
+            ),
+            ("purges_url", "URL purges", self.purges_url),
+            ("purges_prefix", "Prefix purges", self.purges_prefix),
+            ("purges_tag", "Tag purges", self.purges_tag),
+            ("purges_all", "Full flushes", self.purges_all),
+            (
+                "purges_soft",
+                "Purges of any scope made soft",
+                self.purges_soft,
+            ),
+            ("purge_clock", "Current purge clock value", self.purge_clock),
+            ("entries", "Keys cached", self.entries),
+            ("alternates", "Alternates cached", self.alternates),
+            ("bytes_used", "Bytes held by live records", self.bytes_used),
+            (
+                "bytes_capacity",
+                "Arena bytes across all shards",
+                self.bytes_capacity,
+            ),
+            ("shards", "Lock shards", self.shards),
+        ]
+    }
+}
