@@ -453,6 +453,16 @@ impl Store {
         r.unwrap_or_else(Lookup::Fault)
     }
 
+    /// Holds the lock of `key`'s shard while `f` runs. For crash tests only: a child process
+    /// calls this and is killed inside `f`, leaving the lock to the robust-mutex recovery.
+    #[doc(hidden)]
+    pub fn hold_shard_lock_for_test(&self, key: &Key, f: impl FnOnce()) -> Result<(), Fault> {
+        self.with_shard(self.shard_of(key), |_| {
+            f();
+            Ok(())
+        })
+    }
+
     /// Lists the alternates stored under `key` (inspection; no validation, no counters).
     pub fn alternates(&self, key: &Key) -> Result<Vec<AlternateInfo>, Fault> {
         self.with_shard(self.shard_of(key), |sh| {
