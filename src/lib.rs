@@ -4,4 +4,6 @@
 //! `store`, `http` and `variant` hold the cache logic and know nothing of nginx; `ngx` is the
 //! thin FFI layer that wires them into nginx.
 
+pub mod http;
 pub mod store;
+pub mod variant;

@@ -1,0 +1,221 @@
+//! The response metadata stored with each alternate, and its compact binary encoding.
+//!
+//! Layout (little endian): `version u8 | n_vary u8 | (name, value)*n_vary | status u16 |
+//! stored_at i64 | expires_at i64 | last_modified i64 | age u32 | content_type |
+//! n_headers u16 | (name, value)*n_headers`, strings as `u16 length | bytes`. The Vary section
+//! comes first so alternate selection reads it without decoding the rest.
+
+const VERSION: u8 = 1;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredMeta {
+    /// Request header values (lowercase name, value) the origin's `Vary` selected on.
+    pub vary: Vec<(String, Vec<u8>)>,
+    pub status: u16,
+    /// Unix seconds when stored, and when it stops being fresh.
+    pub stored_at: i64,
+    pub expires_at: i64,
+    /// Unix seconds of Last-Modified, or -1.
+    pub last_modified: i64,
+    /// The origin's Age at storage time, added to the Age we send.
+    pub age: u32,
+    pub content_type: Vec<u8>,
+    /// End-to-end response headers replayed on a hit, in origin order (ETag,
+    /// Content-Encoding, Cache-Control, Location, Vary, Link, ...).
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn put_str(out: &mut Vec<u8>, s: &[u8]) -> Option<()> {
+    let len = u16::try_from(s.len()).ok()?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(s);
+    Some(())
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.b.len() < n {
+            return None;
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Some(h)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn str(&mut self) -> Option<&'a [u8]> {
+        let n = self.u16()? as usize;
+        self.take(n)
+    }
+}
+
+impl StoredMeta {
+    /// None if a field is too long to encode (a header over 64 KiB): such a response is not
+    /// stored.
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(128);
+        out.push(VERSION);
+        out.push(u8::try_from(self.vary.len()).ok()?);
+        for (n, v) in &self.vary {
+            put_str(&mut out, n.as_bytes())?;
+            put_str(&mut out, v)?;
+        }
+        out.extend_from_slice(&self.status.to_le_bytes());
+        out.extend_from_slice(&self.stored_at.to_le_bytes());
+        out.extend_from_slice(&self.expires_at.to_le_bytes());
+        out.extend_from_slice(&self.last_modified.to_le_bytes());
+        out.extend_from_slice(&self.age.to_le_bytes());
+        put_str(&mut out, &self.content_type)?;
+        out.extend_from_slice(&u16::try_from(self.headers.len()).ok()?.to_le_bytes());
+        for (n, v) in &self.headers {
+            put_str(&mut out, n)?;
+            put_str(&mut out, v)?;
+        }
+        Some(out)
+    }
+
+    /// None for anything malformed: the caller treats it as a miss.
+    pub fn decode(b: &[u8]) -> Option<StoredMeta> {
+        let mut r = Reader { b };
+        if r.u8()? != VERSION {
+            return None;
+        }
+        let nv = r.u8()?;
+        let mut m = StoredMeta::default();
+        for _ in 0..nv {
+            let n = String::from_utf8(r.str()?.to_vec()).ok()?;
+            m.vary.push((n, r.str()?.to_vec()));
+        }
+        m.status = r.u16()?;
+        m.stored_at = r.i64()?;
+        m.expires_at = r.i64()?;
+        m.last_modified = r.i64()?;
+        m.age = r.u32()?;
+        m.content_type = r.str()?.to_vec();
+        let nh = r.u16()?;
+        for _ in 0..nh {
+            let n = r.str()?.to_vec();
+            m.headers.push((n, r.str()?.to_vec()));
+        }
+        r.b.is_empty().then_some(m)
+    }
+
+    /// Whether the stored Vary values match a request; `header` returns the request's value
+    /// for a lowercase header name. Reads only the Vary section of encoded meta, so it is
+    /// cheap enough to run under the shard lock for every alternate.
+    pub fn vary_matches(encoded: &[u8], header: &dyn Fn(&str) -> Option<Vec<u8>>) -> bool {
+        let mut r = Reader { b: encoded };
+        if r.u8() != Some(VERSION) {
+            return false;
+        }
+        let Some(n) = r.u8() else { return false };
+        for _ in 0..n {
+            let (Some(name), Some(value)) = (r.str(), r.str()) else {
+                return false;
+            };
+            let Ok(name) = std::str::from_utf8(name) else {
+                return false;
+            };
+            let want = header(name)
+                .map(|v| normalize_vary_value(&v))
+                .unwrap_or_default();
+            if want != value {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Seconds the entry has been in caches: the origin's Age plus our residence time.
+    pub fn age_at(&self, now: i64) -> i64 {
+        (now - self.stored_at).max(0) + self.age as i64
+    }
+}
+
+/// Values compared for Vary: whitespace runs collapsed, ends trimmed, so `a,  b` == `a, b`.
+pub fn normalize_vary_value(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut space = false;
+    for &c in v.iter() {
+        if c == b' ' || c == b'\t' {
+            space = true;
+        } else {
+            if space && !out.is_empty() {
+                out.push(b' ');
+            }
+            space = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> StoredMeta {
+        StoredMeta {
+            vary: vec![("accept-language".into(), b"de".to_vec())],
+            status: 200,
+            stored_at: 1_700_000_000,
+            expires_at: 1_700_000_600,
+            last_modified: -1,
+            age: 3,
+            content_type: b"text/css".to_vec(),
+            headers: vec![(b"ETag".to_vec(), b"\"abc\"".to_vec())],
+        }
+    }
+
+    #[test]
+    fn meta_round_trips_and_rejects_damage() {
+        let m = sample();
+        let e = m.encode().unwrap();
+        assert_eq!(StoredMeta::decode(&e), Some(m));
+        for cut in 0..e.len() {
+            assert_eq!(StoredMeta::decode(&e[..cut]), None);
+        }
+        let mut bad = e.clone();
+        bad[0] = 9;
+        assert_eq!(StoredMeta::decode(&bad), None);
+    }
+
+    #[test]
+    fn oversized_headers_are_not_encodable() {
+        let mut m = sample();
+        m.headers.push((b"X-Big".to_vec(), vec![b'a'; 70_000]));
+        assert!(m.encode().is_none());
+    }
+
+    #[test]
+    fn vary_matching_compares_normalized_request_values() {
+        let e = sample().encode().unwrap();
+        let de = |n: &str| (n == "accept-language").then(|| b"  de ".to_vec());
+        let fr = |n: &str| (n == "accept-language").then(|| b"fr".to_vec());
+        let none = |_: &str| None;
+        assert!(StoredMeta::vary_matches(&e, &de));
+        assert!(!StoredMeta::vary_matches(&e, &fr));
+        assert!(!StoredMeta::vary_matches(&e, &none));
+        let plain = StoredMeta {
+            vary: vec![],
+            ..sample()
+        }
+        .encode()
+        .unwrap();
+        assert!(StoredMeta::vary_matches(&plain, &none));
+    }
+}

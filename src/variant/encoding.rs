@@ -1,0 +1,111 @@
+//! `Accept-Encoding` (RFC 9110 12.5.3): which content codings a client accepts.
+
+use super::descriptor::Encoding;
+
+/// Acceptability per coding; q=0 refuses. `*` covers codings not named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcceptEncoding {
+    gzip: Option<bool>,
+    br: Option<bool>,
+    zstd: Option<bool>,
+    deflate: Option<bool>,
+    identity: Option<bool>,
+    star: Option<bool>,
+}
+
+impl AcceptEncoding {
+    pub fn parse(v: &[u8]) -> AcceptEncoding {
+        let mut a = AcceptEncoding {
+            gzip: None,
+            br: None,
+            zstd: None,
+            deflate: None,
+            identity: None,
+            star: None,
+        };
+        for item in v.split(|&c| c == b',') {
+            let mut parts = item.split(|&c| c == b';');
+            let name = parts
+                .next()
+                .unwrap_or_default()
+                .trim_ascii()
+                .to_ascii_lowercase();
+            let mut ok = true;
+            for p in parts {
+                let p = p.trim_ascii();
+                if p.len() >= 2 && p[..2].eq_ignore_ascii_case(b"q=") {
+                    let q = std::str::from_utf8(&p[2..])
+                        .ok()
+                        .and_then(|s| s.trim().parse::<f32>().ok());
+                    ok = q.is_some_and(|q| q > 0.0);
+                }
+            }
+            let slot = match name.as_slice() {
+                b"gzip" | b"x-gzip" => &mut a.gzip,
+                b"br" => &mut a.br,
+                b"zstd" => &mut a.zstd,
+                b"deflate" => &mut a.deflate,
+                b"identity" => &mut a.identity,
+                b"*" => &mut a.star,
+                _ => continue,
+            };
+            *slot = Some(ok);
+        }
+        a
+    }
+
+    pub fn accepts(&self, enc: Encoding) -> bool {
+        let named = match enc {
+            Encoding::Identity => {
+                // Identity is acceptable unless refused by name, or by `*;q=0` without naming it.
+                return self.identity.unwrap_or(self.star != Some(false));
+            }
+            Encoding::Gzip => self.gzip,
+            Encoding::Br => self.br,
+            Encoding::Zstd => self.zstd,
+            Encoding::Deflate => self.deflate,
+            // Codings we cannot name are never assumed acceptable.
+            Encoding::Compress | Encoding::Other => return false,
+        };
+        named.unwrap_or(self.star == Some(true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q_values_wildcards_and_casing() {
+        let cases: &[(&[u8], [bool; 4])] = &[
+            // header, [identity, gzip, br, zstd]
+            (b"", [true, false, false, false]),
+            (b"gzip", [true, true, false, false]),
+            (b"GZip;Q=0.5, br", [true, true, true, false]),
+            (b"gzip;q=0, *", [true, false, true, true]),
+            (b"*;q=0", [false, false, false, false]),
+            (b"*;q=0, identity", [true, false, false, false]),
+            (b"identity;q=0, gzip", [false, true, false, false]),
+            (b"br;q=abc", [true, false, false, false]),
+            (b" , ;, br ;q=1.0 ", [true, false, true, false]),
+        ];
+        for (h, want) in cases {
+            let a = AcceptEncoding::parse(h);
+            let got = [
+                Encoding::Identity,
+                Encoding::Gzip,
+                Encoding::Br,
+                Encoding::Zstd,
+            ]
+            .map(|e| a.accepts(e));
+            assert_eq!(&got, want, "{}", String::from_utf8_lossy(h));
+        }
+        assert!(!AcceptEncoding::parse(b"*").accepts(Encoding::Other));
+    }
+
+    #[test]
+    fn a_huge_header_is_handled() {
+        let big = b"x, ".repeat(50_000);
+        assert!(AcceptEncoding::parse(&big).accepts(Encoding::Identity));
+    }
+}
