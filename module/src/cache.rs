@@ -29,7 +29,7 @@ use ngx_http_pagespeed_module::http::url::{custom_key, default_key, normalize_ho
 use ngx_http_pagespeed_module::store::{
     Alternate, CommitOutcome, FillTicket, Freshness, Key, Lookup, ScopeSet, Sink,
 };
-use ngx_http_pagespeed_module::variant::{score, AcceptEncoding, Descriptor, Encoding};
+use ngx_http_pagespeed_module::variant::{score, Capabilities, Descriptor, Encoding};
 
 /// What the cache did for a request: `$pagespeed_cache_status` and `X-Cache` say this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,11 +278,11 @@ unsafe fn precontent(r: *mut ngx_http_request_t) -> ngx_int_t {
         let Some((key, url)) = request_identity(r, lcf) else {
             return declined;
         };
-        let accept = AcceptEncoding::parse(&header_in(r, "accept-encoding").unwrap_or_default());
         let request_header = |name: &str| header_in(r, name);
+        let caps = Capabilities::from_request(&request_header);
         let select = |d: u32, meta: &[u8]| {
             let d = Descriptor(d);
-            let s = score(d, &accept)?;
+            let s = score(d, &caps)?;
             (!d.origin_varies() || StoredMeta::vary_matches(meta, &request_header)).then_some(s)
         };
         let mut sink = PoolSink {

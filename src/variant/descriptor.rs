@@ -10,6 +10,8 @@
 //! bits 16-31 hash of the origin's Vary request values (bit 3 set), or sentinel kind
 //! ```
 
+use super::capability::{Density, Viewport};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
     Identity = 0,
@@ -67,11 +69,63 @@ impl Encoding {
     }
 }
 
+/// Image formats a variant may be encoded in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// As the origin sent it.
+    Original = 0,
+    Webp = 1,
+    Avif = 2,
+    /// Re-encoded JPEG (resized or lower quality); likewise PNG.
+    Jpeg = 3,
+    Png = 4,
+}
+
+impl Format {
+    fn from_bits(b: u32) -> Option<Format> {
+        match b {
+            0 => Some(Format::Original),
+            1 => Some(Format::Webp),
+            2 => Some(Format::Avif),
+            3 => Some(Format::Jpeg),
+            4 => Some(Format::Png),
+            _ => None,
+        }
+    }
+
+    pub fn content_type(self) -> Option<&'static str> {
+        match self {
+            Format::Original => None,
+            Format::Webp => Some("image/webp"),
+            Format::Avif => Some("image/avif"),
+            Format::Jpeg => Some("image/jpeg"),
+            Format::Png => Some("image/png"),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Original => "original",
+            Format::Webp => "webp",
+            Format::Avif => "avif",
+            Format::Jpeg => "jpeg",
+            Format::Png => "png",
+        }
+    }
+}
+
 const ENCODING_MASK: u32 = 0b111;
 const ORIGIN_VARY: u32 = 1 << 3;
+const FORMAT_SHIFT: u32 = 4;
+const FORMAT_MASK: u32 = 0b1111 << FORMAT_SHIFT;
 const VIEWPORT_SHIFT: u32 = 8;
 const VIEWPORT_MASK: u32 = 0b111 << VIEWPORT_SHIFT;
 const VIEWPORT_SENTINEL: u32 = 7;
+const DENSITY_SHIFT: u32 = 11;
+const DENSITY_MASK: u32 = 0b11 << DENSITY_SHIFT;
+const SAVE_DATA: u32 = 1 << 13;
+/// The bits that describe a built variant (all but the Vary hash).
+const VARIANT_BITS: u32 = 0xffff;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Descriptor(pub u32);
@@ -87,9 +141,85 @@ impl Descriptor {
         Descriptor(d)
     }
 
+    /// A built variant of an identity-encoded original.
+    pub fn variant(format: Format, viewport: Viewport, density: Density, save_data: bool, enc: Encoding) -> Descriptor {
+        let mut d = enc as u32 | (format as u32) << FORMAT_SHIFT | (viewport as u32) << VIEWPORT_SHIFT;
+        if viewport != Viewport::Original {
+            d |= (density as u32) << DENSITY_SHIFT;
+        }
+        if save_data {
+            d |= SAVE_DATA;
+        }
+        Descriptor(d)
+    }
+
     /// An internal record (e.g. "build declined") that no request can select.
     pub fn sentinel(kind: u16) -> Descriptor {
         Descriptor(VIEWPORT_SENTINEL << VIEWPORT_SHIFT | (kind as u32) << 16)
+    }
+
+    /// The sentinel recording that building `target` was declined (not smaller, or the
+    /// source could not be decoded): it stops the build from being retried.
+    pub fn declined(target: Descriptor) -> Descriptor {
+        Descriptor::sentinel((target.0 & VARIANT_BITS) as u16)
+    }
+
+    /// For a sentinel made by `declined`, the variant it declines.
+    pub fn declined_target(self) -> Option<Descriptor> {
+        self.is_sentinel().then_some(Descriptor(self.0 >> 16))
+    }
+
+    pub fn format(self) -> Format {
+        Format::from_bits((self.0 & FORMAT_MASK) >> FORMAT_SHIFT).unwrap_or(Format::Original)
+    }
+
+    pub fn viewport(self) -> Viewport {
+        Viewport::from_bits((self.0 & VIEWPORT_MASK) >> VIEWPORT_SHIFT).unwrap_or(Viewport::Original)
+    }
+
+    pub fn density(self) -> Density {
+        if (self.0 & DENSITY_MASK) >> DENSITY_SHIFT == 1 {
+            Density::X2
+        } else {
+            Density::X1
+        }
+    }
+
+    pub fn save_data(self) -> bool {
+        self.0 & SAVE_DATA != 0
+    }
+
+    /// The origin's own bytes (no transformation by us), whatever its encoding or Vary.
+    pub fn is_original(self) -> bool {
+        !self.is_sentinel()
+            && self.format() == Format::Original
+            && self.viewport() == Viewport::Original
+            && !self.save_data()
+    }
+
+    /// A short label for logs, headers and ETags: "webp-480-2x-sd", "br".
+    pub fn label(self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        if self.format() != Format::Original {
+            parts.push(self.format().as_str().into());
+        }
+        if let Some(w) = self.viewport().width() {
+            parts.push(w.to_string());
+            if self.density() == Density::X2 {
+                parts.push("2x".into());
+            }
+        }
+        if self.save_data() {
+            parts.push("sd".into());
+        }
+        if self.encoding() != Encoding::Identity {
+            parts.push(self.encoding().as_str().into());
+        }
+        if parts.is_empty() {
+            "original".into()
+        } else {
+            parts.join("-")
+        }
     }
 
     pub fn is_sentinel(self) -> bool {
@@ -108,6 +238,22 @@ impl Descriptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variant_fields_round_trip_and_declines_name_their_target() {
+        let d = Descriptor::variant(Format::Avif, Viewport::W480, Density::X2, true, Encoding::Identity);
+        assert_eq!((d.format(), d.viewport(), d.density(), d.save_data()), (Format::Avif, Viewport::W480, Density::X2, true));
+        assert!(!d.is_original() && !d.is_sentinel());
+        assert_eq!(d.label(), "avif-480-2x-sd");
+        let no = Descriptor::declined(d);
+        assert!(no.is_sentinel());
+        assert_eq!(no.declined_target(), Some(d));
+        // Density only means something for resized variants.
+        let full = Descriptor::variant(Format::Webp, Viewport::Original, Density::X2, false, Encoding::Identity);
+        assert_eq!(full.density(), Density::X1);
+        assert!(Descriptor::original(Encoding::Gzip, Some(7)).is_original());
+        assert_eq!(Descriptor::original(Encoding::Br, None).label(), "br");
+    }
 
     #[test]
     fn fields_round_trip_and_sentinels_are_distinct() {

@@ -1,50 +1,244 @@
 //! Variants: the 32-bit descriptor stored with every alternate, the client's capabilities,
-//! and the choice of the best alternate for a request.
+//! the choice of the best alternate for a request, and which variant to build for it.
 
+pub mod capability;
 pub mod descriptor;
 pub mod encoding;
 
-pub use descriptor::{Descriptor, Encoding};
+pub use capability::{Capabilities, Density, Viewport, ViewportSource};
+pub use descriptor::{Descriptor, Encoding, Format};
 pub use encoding::AcceptEncoding;
 
-/// Scores an alternate for a client (None: must not be served to it). Higher is better:
-/// a transfer encoding the client accepts beats identity (smaller bytes, same content).
-pub fn score(desc: Descriptor, accept: &AcceptEncoding) -> Option<u32> {
-    if desc.is_sentinel() {
+/// Which variants a location builds (from its configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VariantPolicy {
+    pub webp: bool,
+    pub avif: bool,
+    /// Resize images for phone and tablet viewports (and 2x density).
+    pub resize: bool,
+    /// Lower-quality images for `Save-Data: on`.
+    pub save_data: bool,
+    pub gzip: bool,
+    pub br: bool,
+}
+
+/// What kind of source an original is, from its Content-Type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Jpeg,
+    Png,
+    Gif,
+    Webp,
+    Text,
+    Other,
+}
+
+impl SourceKind {
+    pub fn from_content_type(ct: &[u8]) -> SourceKind {
+        let ct = String::from_utf8_lossy(ct).to_ascii_lowercase();
+        let base = ct.split(';').next().unwrap_or("").trim();
+        match base {
+            "image/jpeg" | "image/jpg" | "image/pjpeg" => SourceKind::Jpeg,
+            "image/png" => SourceKind::Png,
+            "image/gif" => SourceKind::Gif,
+            "image/webp" => SourceKind::Webp,
+            "text/html" | "text/css" | "text/plain" | "text/xml" | "text/javascript"
+            | "application/javascript" | "application/x-javascript" | "application/json"
+            | "application/xml" | "image/svg+xml" | "application/manifest+json"
+            | "application/rss+xml" | "application/atom+xml" => SourceKind::Text,
+            _ => SourceKind::Other,
+        }
+    }
+
+    pub fn is_image(self) -> bool {
+        matches!(self, SourceKind::Jpeg | SourceKind::Png | SourceKind::Gif | SourceKind::Webp)
+    }
+}
+
+/// Scores an alternate for a client (None: must not be served to it). Higher is better. The
+/// original is always acceptable (if its encoding is); a built variant only when the client
+/// takes its format, its viewport and density match the client's, and Save-Data variants
+/// only to clients that asked.
+pub fn score(desc: Descriptor, caps: &Capabilities) -> Option<u32> {
+    if desc.is_sentinel() || !caps.encoding.accepts(desc.encoding()) {
         return None;
     }
-    let enc = desc.encoding();
-    if !accept.accepts(enc) {
-        return None;
-    }
-    Some(match enc {
+    let mut s = match desc.encoding() {
         Encoding::Br => 4,
         Encoding::Zstd => 3,
         Encoding::Gzip => 2,
-        Encoding::Identity => 1,
         _ => 1,
-    })
+    };
+    match desc.format() {
+        Format::Avif if !caps.avif => return None,
+        Format::Webp if !caps.webp => return None,
+        Format::Avif => s += 30,
+        Format::Webp => s += 20,
+        Format::Jpeg | Format::Png => s += 10,
+        Format::Original => {}
+    }
+    if desc.viewport() != Viewport::Original {
+        if desc.viewport() != caps.viewport || desc.density() != caps.density {
+            return None;
+        }
+        s += 100;
+    }
+    if desc.save_data() {
+        if !caps.save_data {
+            return None;
+        }
+        s += 200;
+    }
+    Some(s)
+}
+
+/// The variant worth building for this client, if any: the best format it takes, resized for
+/// its viewport and density, lighter for Save-Data (images); its best compression (text).
+pub fn wanted(kind: SourceKind, caps: &Capabilities, policy: &VariantPolicy) -> Option<Descriptor> {
+    if kind == SourceKind::Text {
+        let enc = if policy.br && caps.encoding.accepts(Encoding::Br) {
+            Encoding::Br
+        } else if policy.gzip && caps.encoding.accepts(Encoding::Gzip) {
+            Encoding::Gzip
+        } else {
+            return None;
+        };
+        return Some(Descriptor::original(enc, None));
+    }
+    if !kind.is_image() {
+        return None;
+    }
+    let viewport = if policy.resize { caps.viewport } else { Viewport::Original };
+    let save_data = policy.save_data && caps.save_data;
+    let format = if policy.avif && caps.avif {
+        Format::Avif
+    } else if policy.webp && caps.webp {
+        Format::Webp
+    } else if viewport != Viewport::Original || save_data {
+        match kind {
+            SourceKind::Jpeg => Format::Jpeg,
+            SourceKind::Png | SourceKind::Gif => Format::Png,
+            _ => return None,
+        }
+    } else {
+        return None;
+    };
+    Some(Descriptor::variant(format, viewport, caps.density, save_data, Encoding::Identity))
+}
+
+/// The variants built as soon as an original is stored (before any client asks): the
+/// full-size modern formats for images, both compressions for text.
+pub fn on_fill(kind: SourceKind, policy: &VariantPolicy) -> Vec<Descriptor> {
+    let mut out = Vec::new();
+    let id = Encoding::Identity;
+    if kind.is_image() {
+        if policy.webp && kind != SourceKind::Webp {
+            out.push(Descriptor::variant(Format::Webp, Viewport::Original, Density::X1, false, id));
+        }
+        if policy.avif {
+            out.push(Descriptor::variant(Format::Avif, Viewport::Original, Density::X1, false, id));
+        }
+    } else if kind == SourceKind::Text {
+        if policy.gzip {
+            out.push(Descriptor::original(Encoding::Gzip, None));
+        }
+        if policy.br {
+            out.push(Descriptor::original(Encoding::Br, None));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_encoding_the_client_did_not_accept_is_never_chosen() {
-        let plain = AcceptEncoding::parse(b"");
-        let gz = Descriptor::original(Encoding::Gzip, None);
-        assert_eq!(score(gz, &plain), None);
-        assert!(score(Descriptor::original(Encoding::Identity, None), &plain).is_some());
-        let both = AcceptEncoding::parse(b"gzip, br");
-        let br = Descriptor::original(Encoding::Br, None);
-        assert!(score(br, &both) > score(gz, &both));
-        assert!(score(gz, &both) > score(Descriptor::original(Encoding::Identity, None), &both));
+    fn caps(accept: &str, ua: &str, extra: &[(&str, &str)]) -> Capabilities {
+        let mut h: Vec<(String, Vec<u8>)> = vec![
+            ("accept".into(), accept.as_bytes().to_vec()),
+            ("user-agent".into(), ua.as_bytes().to_vec()),
+        ];
+        for (n, v) in extra {
+            h.push((n.to_ascii_lowercase(), v.as_bytes().to_vec()));
+        }
+        Capabilities::from_request(&move |name: &str| h.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()))
+    }
+
+    const DESKTOP: &str = "X11; Linux x86_64";
+    const PHONE: &str = "iPhone; Mobile";
+    const ALL: VariantPolicy = VariantPolicy { webp: true, avif: true, resize: true, save_data: true, gzip: true, br: true };
+
+    fn v(f: Format, vp: Viewport, d: Density, sd: bool) -> Descriptor {
+        Descriptor::variant(f, vp, d, sd, Encoding::Identity)
+    }
+
+    fn best(stored: &[Descriptor], c: &Capabilities) -> Option<Descriptor> {
+        stored.iter().filter_map(|&d| score(d, c).map(|s| (s, d))).max_by_key(|(s, _)| *s).map(|(_, d)| d)
     }
 
     #[test]
-    fn sentinels_are_never_chosen() {
-        let all = AcceptEncoding::parse(b"*");
-        assert_eq!(score(Descriptor::sentinel(1), &all), None);
+    fn the_original_is_always_acceptable_and_formats_need_acceptance() {
+        let orig = Descriptor::original(Encoding::Identity, None);
+        let webp = v(Format::Webp, Viewport::Original, Density::X1, false);
+        let avif = v(Format::Avif, Viewport::Original, Density::X1, false);
+        let stored = [orig, webp, avif];
+        assert_eq!(best(&stored, &caps("*/*", DESKTOP, &[])), Some(orig));
+        assert_eq!(best(&stored, &caps("image/webp,*/*", DESKTOP, &[])), Some(webp));
+        assert_eq!(best(&stored, &caps("image/avif,image/webp", DESKTOP, &[])), Some(avif));
+    }
+
+    #[test]
+    fn a_client_taking_avif_and_webp_gets_webp_while_avif_is_missing() {
+        let c = caps("image/avif,image/webp,*/*", DESKTOP, &[]);
+        let orig = Descriptor::original(Encoding::Identity, None);
+        let webp = v(Format::Webp, Viewport::Original, Density::X1, false);
+        assert_eq!(best(&[orig, webp], &c), Some(webp));
+        assert_eq!(wanted(SourceKind::Jpeg, &c, &ALL), Some(v(Format::Avif, Viewport::Original, Density::X1, false)));
+    }
+
+    #[test]
+    fn resized_variants_go_only_to_their_viewport_and_density() {
+        let phone = caps("image/webp", PHONE, &[]);
+        let phone2x = caps("image/webp", PHONE, &[("Sec-CH-DPR", "3")]);
+        let small = v(Format::Webp, Viewport::W480, Density::X1, false);
+        let full = v(Format::Webp, Viewport::Original, Density::X1, false);
+        assert_eq!(best(&[full, small], &phone), Some(small));
+        assert_eq!(best(&[full, small], &phone2x), Some(full));
+        assert_eq!(best(&[full, small], &caps("image/webp", DESKTOP, &[])), Some(full));
+        assert_eq!(wanted(SourceKind::Png, &phone2x, &ALL), Some(v(Format::Webp, Viewport::W480, Density::X2, false)));
+    }
+
+    #[test]
+    fn save_data_variants_only_for_clients_that_ask() {
+        let sd = v(Format::Webp, Viewport::Original, Density::X1, true);
+        let full = v(Format::Webp, Viewport::Original, Density::X1, false);
+        assert_eq!(best(&[full, sd], &caps("image/webp", DESKTOP, &[])), Some(full));
+        assert_eq!(best(&[full, sd], &caps("image/webp", DESKTOP, &[("Save-Data", "on")])), Some(sd));
+    }
+
+    #[test]
+    fn encodings_and_sentinels() {
+        let c = caps("*/*", DESKTOP, &[("Accept-Encoding", "gzip, br")]);
+        let plain = caps("*/*", DESKTOP, &[]);
+        let orig = Descriptor::original(Encoding::Identity, None);
+        let gz = Descriptor::original(Encoding::Gzip, None);
+        let br = Descriptor::original(Encoding::Br, None);
+        assert_eq!(best(&[orig, gz, br], &c), Some(br));
+        assert_eq!(best(&[orig, gz, br], &plain), Some(orig));
+        assert_eq!(best(&[Descriptor::declined(br)], &c), None);
+        assert_eq!(wanted(SourceKind::Text, &c, &ALL), Some(br));
+        assert_eq!(wanted(SourceKind::Text, &plain, &ALL), None);
+    }
+
+    #[test]
+    fn nothing_is_built_without_a_reason() {
+        let plain = caps("*/*", DESKTOP, &[]);
+        assert_eq!(wanted(SourceKind::Jpeg, &plain, &ALL), None);
+        assert_eq!(wanted(SourceKind::Other, &caps("image/webp", PHONE, &[]), &ALL), None);
+        let off = VariantPolicy::default();
+        assert_eq!(wanted(SourceKind::Jpeg, &caps("image/avif", PHONE, &[]), &off), None);
+        // A phone without modern formats still gets a smaller image in the source's format.
+        assert_eq!(wanted(SourceKind::Jpeg, &caps("*/*", PHONE, &[]), &ALL), Some(v(Format::Jpeg, Viewport::W480, Density::X1, false)));
+        assert_eq!(on_fill(SourceKind::Webp, &ALL), vec![v(Format::Avif, Viewport::Original, Density::X1, false)]);
     }
 }
