@@ -227,6 +227,7 @@ ok(miss_then_hit('/b', 2), 'empty file: MISS then HIT');
 ###############################################################################
 # size=: a reload cannot resize a file in use; a restart reinitializes it
 
+# (the harness prints the refused reload's log tail: expected here)
 my $size = -s "$dir/cache.bin";
 conf('%%TESTDIR%%/cache.bin size=16m');
 ok(!$t->reload(), 'reload with another size refused');
