@@ -382,9 +382,18 @@ unsafe fn serve(r: *mut ngx_http_request_t) -> ngx_int_t {
         let Some(ct) = super::util::pool_str(r, &m.content_type) else {
             return NGX_ERROR as ngx_int_t;
         };
+        // Split as the upstream module splits a Content-Type, so that the filters below us
+        // (gzip_types, ssi_types, charset) match the HIT as they matched the MISS.
+        let (type_len, charset) = split_content_type(&m.content_type);
         out.content_type = ct;
-        out.content_type_len = ct.len;
+        out.content_type_len = type_len;
         out.content_type_lowcase = std::ptr::null_mut();
+        if let Some(cs) = charset {
+            out.charset = ngx_str_t {
+                len: cs.len(),
+                data: ct.data.add(cs.start),
+            };
+        }
         out.content_length_n = s.body_len as i64;
         out.last_modified_time = if m.last_modified >= 0 {
             m.last_modified as _
@@ -428,6 +437,38 @@ unsafe fn serve(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
         send_body(r, s.body, s.body_len)
     }
+}
+
+/// The media type's length and the `charset` parameter's value within a Content-Type, the
+/// way `ngx_http_upstream_copy_content_type` computes `content_type_len` and `charset`: the
+/// type ends at the `;` that starts a `charset=` parameter (surrounding quotes dropped);
+/// without one the whole value counts as the type.
+fn split_content_type(v: &[u8]) -> (usize, Option<std::ops::Range<usize>>) {
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] != b';' {
+            i += 1;
+            continue;
+        }
+        let semi = i;
+        i += 1;
+        while i < v.len() && v[i] == b' ' {
+            i += 1;
+        }
+        if v.len() - i < 8 || !v[i..i + 8].eq_ignore_ascii_case(b"charset=") {
+            continue;
+        }
+        let mut start = i + 8;
+        if v.get(start) == Some(&b'"') {
+            start += 1;
+        }
+        let mut end = v.len();
+        if end > start && v[end - 1] == b'"' {
+            end -= 1;
+        }
+        return (semi, Some(start..end.max(start)));
+    }
+    (v.len(), None)
 }
 
 /// Splits `Surrogate-Key` (space separated) and `Cache-Tag` (comma separated) values.
@@ -718,5 +759,37 @@ unsafe fn commit(
                 ngx_log_error!(NGX_LOG_WARN, log, "pagespeed cache: fill not stored: {f}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_content_type;
+
+    #[test]
+    fn content_type_splits_like_the_upstream_module() {
+        assert_eq!(split_content_type(b"text/html"), (9, None));
+        assert_eq!(
+            split_content_type(b"text/html; charset=utf-8"),
+            (9, Some(19..24))
+        );
+        assert_eq!(
+            split_content_type(b"text/html;CHARSET=\"koi8-r\""),
+            (9, Some(19..25))
+        );
+        assert_eq!(split_content_type(b"text/plain; format=flowed"), (25, None));
+        assert_eq!(
+            split_content_type(b"a/b; x=1; charset=utf-8"),
+            (8, Some(18..23))
+        );
+        assert_eq!(
+            split_content_type(b"text/html; charset="),
+            (9, Some(19..19))
+        );
+        assert_eq!(
+            split_content_type(b"text/html; charset=\""),
+            (9, Some(20..20))
+        );
+        assert_eq!(split_content_type(b""), (0, None));
     }
 }
