@@ -1,9 +1,10 @@
 //! ngx_http_pagespeed_module: a variant cache shared by every nginx worker, with purges that
 //! reach every alternate and fence in-flight fills.
 //!
-//! `store`, `http` and `variant` hold the cache logic and know nothing of nginx; the nginx
+//! `store`, `http`, `variant` and `build` hold the cache logic and know nothing of nginx; the nginx
 //! module (the `module/` crate) is the thin FFI layer that wires them into nginx.
 
+pub mod build;
 pub mod http;
 pub mod store;
 pub mod variant;

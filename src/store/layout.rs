@@ -64,6 +64,8 @@ pub struct SegmentHeader {
     pub purge_lock: RobustMutex,
     /// Purge counters by scope (see `stats::PurgeCounter`), updated under `purge_lock`.
     pub purge_counters: [AtomicU64; 8],
+    /// Variant builder counters (see `stats::BuildCounter`), updated by builder threads.
+    pub build_counters: [AtomicU64; 8],
 }
 
 /// Per-shard header. Ring and gauge fields are written only under `lock`; they are atomics so

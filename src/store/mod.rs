@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 pub use layout::Layout;
 pub use scope::{ancestors, Buckets, ScopeSet, UrlId, MAX_PREFIX_DEPTH, MAX_TAGS};
 pub use shm::Opened;
-pub use stats::Stats;
+pub use stats::{BuildCounter, Stats};
 
 use layout::Table;
 use lock::Acquired;
@@ -162,6 +162,15 @@ pub struct PurgeReceipt {
     pub generation: u64,
     /// Records removed at once (URL purges); other scopes are reclaimed lazily.
     pub deleted: u64,
+}
+
+/// An original read by a builder: its stamp, scopes, meta and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub stamp: u64,
+    pub scopes: ScopeSet,
+    pub meta: Vec<u8>,
+    pub body: Vec<u8>,
 }
 
 /// Description of one alternate, for inspection.
@@ -365,15 +374,61 @@ impl Store {
     pub fn lookup(
         &self,
         key: &Key,
-        mut score: impl FnMut(u32, &[u8]) -> Option<u32>,
+        score: impl FnMut(u32, &[u8]) -> Option<u32>,
         sink: &mut dyn Sink,
     ) -> Lookup {
+        self.lookup_impl(key, score, sink, None)
+    }
+
+    /// The alternate `descriptor` of `key` with its scopes, validated like a lookup but not
+    /// counted as a hit or miss: what a variant builder reads its source from. Its `stamp` is
+    /// the ticket the derived variant commits with, so a purge of the source fences it.
+    pub fn source(&self, key: &Key, descriptor: u32) -> Result<Option<Source>, Fault> {
+        let mut buf = Vec::new();
+        let mut scope = Vec::new();
+        let exact = |d: u32, _: &[u8]| (d == descriptor).then_some(0);
+        match self.lookup_impl(key, exact, &mut buf, Some(&mut scope)) {
+            Lookup::Hit(h) if h.freshness == Freshness::Fresh => {
+                let body = buf.split_off(h.meta_len);
+                let scopes = ScopeSet::decode(&scope).ok_or(Fault::Corrupt)?;
+                Ok(Some(Source {
+                    stamp: h.stamp,
+                    scopes,
+                    meta: buf,
+                    body,
+                }))
+            }
+            Lookup::Hit(_) | Lookup::Miss => Ok(None),
+            Lookup::Fault(f) => Err(f),
+        }
+    }
+
+    /// Counts a builder event (builders run in worker threads; counters live in the segment
+    /// so every process's status sees them).
+    pub fn count_build(&self, c: BuildCounter) {
+        self.seg.header().build_counters[c as usize].fetch_add(1, Relaxed);
+    }
+
+    /// `quiet` lookups (`scope_out` given) copy the scopes too and touch no hit/miss counter.
+    fn lookup_impl(
+        &self,
+        key: &Key,
+        mut score: impl FnMut(u32, &[u8]) -> Option<u32>,
+        sink: &mut dyn Sink,
+        mut scope_out: Option<&mut Vec<u8>>,
+    ) -> Lookup {
+        let quiet = scope_out.is_some();
+        let count = |sh: &Shard, c: ShardCounter| {
+            if !quiet {
+                sh.count(c);
+            }
+        };
         let epoch = self.seg.header().open_epoch.load(Relaxed);
         let r = self.with_shard(self.shard_of(key), |sh| {
             // Each round either returns or drops one record, so this is bounded.
             for _ in 0..=MAX_ALTERNATES * 2 {
                 let Some(pos) = sh.find(&key.0) else {
-                    sh.count(ShardCounter::Misses);
+                    count(sh, ShardCounter::Misses);
                     return Ok(Lookup::Miss);
                 };
                 let mut best: Option<(u32, u64)> = None;
@@ -395,7 +450,7 @@ impl Store {
                     next = h.next;
                 }
                 let Some((_, off)) = best else {
-                    sh.count(ShardCounter::Misses);
+                    count(sh, ShardCounter::Misses);
                     return Ok(Lookup::Miss);
                 };
                 let mut h = sh.header(off)?;
@@ -405,6 +460,10 @@ impl Store {
                 };
                 out[..meta.len()].copy_from_slice(meta);
                 out[meta.len()..].copy_from_slice(body);
+                if let Some(so) = scope_out.as_deref_mut() {
+                    so.clear();
+                    so.extend_from_slice(scope);
+                }
                 // Verified once per open epoch: within an epoch records are only written under
                 // this lock, so bytes cannot tear; across a restart they may have.
                 if h.verified_epoch != epoch {
@@ -425,7 +484,7 @@ impl Store {
                     }
                     Validity::Stale => {
                         sh.set_header(off, &h);
-                        sh.count(ShardCounter::StaleHits);
+                        count(sh, ShardCounter::StaleHits);
                         return Ok(Lookup::Hit(Hit {
                             descriptor: h.descriptor,
                             freshness: Freshness::Stale,
@@ -437,7 +496,7 @@ impl Store {
                     Validity::Fresh => {
                         h.validated_clock = clock;
                         sh.set_header(off, &h);
-                        sh.count(ShardCounter::Hits);
+                        count(sh, ShardCounter::Hits);
                         return Ok(Lookup::Hit(Hit {
                             descriptor: h.descriptor,
                             freshness: Freshness::Fresh,
@@ -625,6 +684,11 @@ impl Store {
             purges_tag: h.purge_counters[PurgeCounter::Tag as usize].load(Relaxed),
             purges_all: h.purge_counters[PurgeCounter::All as usize].load(Relaxed),
             purges_soft: h.purge_counters[PurgeCounter::Soft as usize].load(Relaxed),
+            builds_done: h.build_counters[BuildCounter::Done as usize].load(Relaxed),
+            builds_declined: h.build_counters[BuildCounter::Declined as usize].load(Relaxed),
+            builds_failed: h.build_counters[BuildCounter::Failed as usize].load(Relaxed),
+            builds_dropped: h.build_counters[BuildCounter::Dropped as usize].load(Relaxed),
+            builds_fenced: h.build_counters[BuildCounter::Fenced as usize].load(Relaxed),
             purge_clock: h.purge_clock.load(Acquire),
             shards: self.seg.layout.shard_count as u64,
             bytes_capacity: self.seg.layout.arena_bytes() * self.seg.layout.shard_count as u64,

@@ -132,6 +132,17 @@ impl ScopeSet {
         }
     }
 
+    /// Decodes what `encode` wrote; None if inconsistent.
+    pub fn decode(bytes: &[u8]) -> Option<ScopeSet> {
+        let v = ScopeView::parse(bytes)?;
+        Some(ScopeSet {
+            url: v.url(),
+            prefixes: v.prefixes().collect(),
+            tags: v.tags().collect(),
+            tag_overflow: v.tag_overflow(),
+        })
+    }
+
     pub fn encoded_len(&self) -> usize {
         8 + 4 * (self.prefixes.len() + self.tags.len())
     }
@@ -241,6 +252,7 @@ mod tests {
         assert_eq!(v.prefixes().collect::<Vec<_>>(), s.prefixes);
         assert_eq!(v.tags().collect::<Vec<_>>(), s.tags);
         assert!(ScopeView::parse(&buf[..buf.len() - 1]).is_none());
+        assert_eq!(ScopeSet::decode(&buf), Some(s));
     }
 
     #[test]

@@ -56,7 +56,8 @@ impl Segment {
             // Someone else (a running nginx) owns the file: never reinitialize under it.
             if old_len != layout.total_size {
                 return Err(StoreError::InUse(format!(
-                    "{} is in use by another process with size {old_len}",
+                    "{} is open in a running nginx (or another process) with size {old_len}; \
+                     changing its size needs a restart",
                     path.display()
                 )));
             }
@@ -80,13 +81,16 @@ impl Segment {
                 .map_err(|e| StoreError::Io(format!("resize {}: {e}", path.display())))?;
         }
         let seg = Segment::map(file, layout)?;
+        // Generations only grow, even through a reinitialization: keep the old clock when the
+        // header still says what it was, else start above any counter it can have reached.
+        let floor = || seg.readable_clock().unwrap_or_else(wall_clock_floor);
         let opened = match reason {
             None => {
-                seg.initialize()?;
+                seg.initialize(0)?;
                 Opened::Created
             }
             Some(r) if !r.is_empty() => {
-                seg.initialize()?;
+                seg.initialize(floor())?;
                 Opened::Reinitialized(r)
             }
             Some(_) => match seg.check_header() {
@@ -95,7 +99,7 @@ impl Segment {
                     Opened::Reopened
                 }
                 Err(r) => {
-                    seg.initialize()?;
+                    seg.initialize(floor())?;
                     Opened::Reinitialized(r)
                 }
             },
@@ -121,7 +125,7 @@ impl Segment {
         file.set_len(layout.total_size)
             .map_err(|e| StoreError::Io(format!("memfd resize: {e}")))?;
         let seg = Segment::map(file, layout)?;
-        seg.initialize()?;
+        seg.initialize(0)?;
         Ok(seg)
     }
 
@@ -141,8 +145,17 @@ impl Segment {
         })
     }
 
-    /// Writes a fresh header, zero tables, empty shards with new locks.
-    fn initialize(&self) -> Result<(), StoreError> {
+    /// The purge clock of an existing file whose header is at least of our format (its
+    /// geometry may differ: the clock sits at the same offset in every layout of a version).
+    fn readable_clock(&self) -> Option<u64> {
+        let h = self.header();
+        (h.magic == MAGIC && h.version == FORMAT_VERSION)
+            .then(|| h.purge_clock.load(Ordering::Acquire))
+    }
+
+    /// Writes a fresh header, zero tables, empty shards with new locks; the purge clock
+    /// starts at `clock`.
+    fn initialize(&self, clock: u64) -> Result<(), StoreError> {
         // SAFETY: exclusive access (new file, memfd, or exclusive flock held); the whole
         // mapping is writable memory of total_size bytes.
         unsafe {
@@ -166,6 +179,7 @@ impl Segment {
         h.shard_bytes = l.shard_bytes;
         h.shards_offset = l.shards_offset;
         h.open_epoch.store(1, Ordering::Relaxed);
+        h.purge_clock.store(clock, Ordering::Release);
         self.init_locks()?;
         // Written last: a crash during initialization leaves a header that fails the check.
         h.layout_check = l.check_value();
@@ -261,6 +275,13 @@ impl Segment {
             (index, arena)
         }
     }
+}
+
+/// Microseconds since the epoch: above any count of purges a lost file can have reached.
+fn wall_clock_floor() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1 << 52, |d| d.as_micros() as u64)
 }
 
 fn flock(file: &File, op: libc::c_int) -> bool {

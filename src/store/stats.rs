@@ -30,6 +30,16 @@ pub enum PurgeCounter {
     Soft = 4,
 }
 
+/// Builder counters, indexes into `SegmentHeader::build_counters`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildCounter {
+    Done = 0,
+    Declined = 1,
+    Failed = 2,
+    Dropped = 3,
+    Fenced = 4,
+}
+
 /// A snapshot of the store's counters and gauges.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Stats {
@@ -50,6 +60,11 @@ pub struct Stats {
     pub purges_tag: u64,
     pub purges_all: u64,
     pub purges_soft: u64,
+    pub builds_done: u64,
+    pub builds_declined: u64,
+    pub builds_failed: u64,
+    pub builds_dropped: u64,
+    pub builds_fenced: u64,
     pub purge_clock: u64,
     pub entries: u64,
     pub alternates: u64,
@@ -60,7 +75,7 @@ pub struct Stats {
 
 impl Stats {
     /// (name, help, value) for exposition formats; names match the JSON keys.
-    pub fn fields(&self) -> [(&'static str, &'static str, u64); 23] {
+    pub fn fields(&self) -> [(&'static str, &'static str, u64); 28] {
         [
             ("hits", "Lookups answered from the cache", self.hits),
             (
@@ -114,6 +129,27 @@ impl Stats {
                 "purges_soft",
                 "Purges of any scope made soft",
                 self.purges_soft,
+            ),
+            ("builds_done", "Variants built and stored", self.builds_done),
+            (
+                "builds_declined",
+                "Variant builds declined (not smaller, nothing to do)",
+                self.builds_declined,
+            ),
+            (
+                "builds_failed",
+                "Variant builds refused (undecodable or over limits)",
+                self.builds_failed,
+            ),
+            (
+                "builds_dropped",
+                "Variant builds dropped because the queue was full",
+                self.builds_dropped,
+            ),
+            (
+                "builds_fenced",
+                "Built variants dropped because their source was purged",
+                self.builds_fenced,
             ),
             ("purge_clock", "Current purge clock value", self.purge_clock),
             ("entries", "Keys cached", self.entries),

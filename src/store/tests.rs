@@ -436,23 +436,31 @@ fn a_resized_truncated_or_foreign_file_is_reinitialized_with_a_reason() {
     let s = file_store(&p, 3 << 20);
     assert!(matches!(s.opened(), Opened::Reinitialized(r) if r.contains("size")));
     assert_eq!(get(&s, "/x"), None);
+    s.purge_url(&[url("/x")], &[], &[key("/x")], false).unwrap();
+    let clock = s.stats().purge_clock;
     drop(s);
-    // Truncated to a different length: also a size change.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_len(1000)
-        .unwrap();
+    // A size change keeps the purge clock: generations never go down.
+    let s = file_store(&p, 2 << 20);
+    assert!(matches!(s.opened(), Opened::Reinitialized(r) if r.contains("size")));
+    assert_eq!(s.stats().purge_clock, clock);
+    drop(s);
+    // Truncated to a different length: also a size change; the header survives a truncation
+    // to 1000 bytes, so the clock does too.
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.set_len(1000).unwrap();
+    drop(f);
     let s = file_store(&p, 3 << 20);
     assert!(matches!(s.opened(), Opened::Reinitialized(_)));
+    assert_eq!(s.stats().purge_clock, clock);
     drop(s);
-    // Garbage header of the right length.
+    // Garbage header of the right length: the old clock is unknowable, so the new one starts
+    // above anything a purge counter could have reached.
     let mut bytes = std::fs::read(&p).unwrap();
     bytes[..8].copy_from_slice(b"GARBAGE!");
     std::fs::write(&p, &bytes).unwrap();
     let s = file_store(&p, 3 << 20);
     assert!(matches!(s.opened(), Opened::Reinitialized(r) if r.contains("magic")));
+    assert!(s.stats().purge_clock > 1 << 40);
     drop(s);
     // Another format version.
     let mut bytes = std::fs::read(&p).unwrap();

@@ -91,11 +91,26 @@ impl Capabilities {
                 None => (Viewport::Original, ViewportSource::None),
             },
         };
-        let dpr = header("sec-ch-dpr").or_else(|| header("dpr")).and_then(|v| parse_number(&v));
-        let density = if dpr.is_some_and(|d| d >= 1.5) { Density::X2 } else { Density::X1 };
-        let save_data = header("save-data").is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"on"));
+        let dpr = header("sec-ch-dpr")
+            .or_else(|| header("dpr"))
+            .and_then(|v| parse_number(&v));
+        let density = if dpr.is_some_and(|d| d >= 1.5) {
+            Density::X2
+        } else {
+            Density::X1
+        };
+        let save_data =
+            header("save-data").is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"on"));
         let encoding = AcceptEncoding::parse(clip(&header("accept-encoding").unwrap_or_default()));
-        Capabilities { avif, webp, viewport, viewport_source, density, save_data, encoding }
+        Capabilities {
+            avif,
+            webp,
+            viewport,
+            viewport_source,
+            density,
+            save_data,
+            encoding,
+        }
     }
 }
 
@@ -113,12 +128,18 @@ pub fn accept_image_formats(accept: &[u8]) -> (bool, bool) {
     let mut webp = false;
     for item in accept.split(|&c| c == b',') {
         let mut parts = item.split(|&c| c == b';');
-        let media = parts.next().unwrap_or_default().trim_ascii().to_ascii_lowercase();
+        let media = parts
+            .next()
+            .unwrap_or_default()
+            .trim_ascii()
+            .to_ascii_lowercase();
         let mut q_ok = true;
         for p in parts {
             let p = p.trim_ascii();
             if p.len() >= 2 && p[..2].eq_ignore_ascii_case(b"q=") {
-                let q = std::str::from_utf8(&p[2..]).ok().and_then(|s| s.trim().parse::<f32>().ok());
+                let q = std::str::from_utf8(&p[2..])
+                    .ok()
+                    .and_then(|s| s.trim().parse::<f32>().ok());
                 q_ok = q.is_some_and(|q| q > 0.0);
             }
         }
@@ -133,7 +154,10 @@ pub fn accept_image_formats(accept: &[u8]) -> (bool, bool) {
 
 /// Device class from a User-Agent: phones, tablets, everything else.
 pub fn device_class(ua: &[u8]) -> Viewport {
-    let has = |needle: &[u8]| ua.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle));
+    let has = |needle: &[u8]| {
+        ua.windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    };
     if has(b"ipad") || has(b"tablet") || (has(b"android") && !has(b"mobile")) {
         Viewport::W768
     } else if has(b"mobi") || has(b"iphone") || has(b"ipod") {
@@ -148,17 +172,25 @@ mod tests {
     use super::*;
 
     fn caps(headers: &[(&str, &str)]) -> Capabilities {
-        let owned: Vec<(String, Vec<u8>)> =
-            headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec())).collect();
+        let owned: Vec<(String, Vec<u8>)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
+            .collect();
         Capabilities::from_request(&move |name: &str| {
-            owned.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+            owned
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
         })
     }
 
     #[test]
     fn accept_names_modern_formats_with_q_values() {
         let cases: &[(&str, (bool, bool))] = &[
-            ("image/avif,image/webp,image/apng,image/*,*/*;q=0.8", (true, true)),
+            (
+                "image/avif,image/webp,image/apng,image/*,*/*;q=0.8",
+                (true, true),
+            ),
             ("image/webp,*/*", (false, true)),
             ("*/*", (false, false)),
             ("image/*", (false, false)),
@@ -189,12 +221,24 @@ mod tests {
 
     #[test]
     fn viewport_hints_win_over_the_user_agent() {
-        let c = caps(&[("User-Agent", "iPhone Mobile"), ("Sec-CH-Viewport-Width", "1200")]);
-        assert_eq!((c.viewport, c.viewport_source), (Viewport::Original, ViewportSource::ClientHint));
+        let c = caps(&[
+            ("User-Agent", "iPhone Mobile"),
+            ("Sec-CH-Viewport-Width", "1200"),
+        ]);
+        assert_eq!(
+            (c.viewport, c.viewport_source),
+            (Viewport::Original, ViewportSource::ClientHint)
+        );
         let c = caps(&[("User-Agent", "X11 desktop"), ("Viewport-Width", "400")]);
         assert_eq!(c.viewport, Viewport::W480);
-        let c = caps(&[("User-Agent", "iPhone Mobile"), ("Sec-CH-Viewport-Width", "garbage")]);
-        assert_eq!((c.viewport, c.viewport_source), (Viewport::W480, ViewportSource::UserAgent));
+        let c = caps(&[
+            ("User-Agent", "iPhone Mobile"),
+            ("Sec-CH-Viewport-Width", "garbage"),
+        ]);
+        assert_eq!(
+            (c.viewport, c.viewport_source),
+            (Viewport::W480, ViewportSource::UserAgent)
+        );
         assert_eq!(caps(&[]).viewport_source, ViewportSource::None);
     }
 
@@ -210,7 +254,11 @@ mod tests {
     #[test]
     fn huge_and_empty_headers_are_harmless() {
         let big = "image/webp,".repeat(100_000);
-        let c = caps(&[("Accept", &big), ("User-Agent", &"x".repeat(1 << 20)), ("Accept-Encoding", "")]);
+        let c = caps(&[
+            ("Accept", &big),
+            ("User-Agent", &"x".repeat(1 << 20)),
+            ("Accept-Encoding", ""),
+        ]);
         assert!(c.webp);
         assert_eq!(c.viewport, Viewport::Original);
         let e = caps(&[("Accept", ""), ("User-Agent", ""), ("Sec-CH-DPR", "")]);

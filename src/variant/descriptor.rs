@@ -142,8 +142,15 @@ impl Descriptor {
     }
 
     /// A built variant of an identity-encoded original.
-    pub fn variant(format: Format, viewport: Viewport, density: Density, save_data: bool, enc: Encoding) -> Descriptor {
-        let mut d = enc as u32 | (format as u32) << FORMAT_SHIFT | (viewport as u32) << VIEWPORT_SHIFT;
+    pub fn variant(
+        format: Format,
+        viewport: Viewport,
+        density: Density,
+        save_data: bool,
+        enc: Encoding,
+    ) -> Descriptor {
+        let mut d =
+            enc as u32 | (format as u32) << FORMAT_SHIFT | (viewport as u32) << VIEWPORT_SHIFT;
         if viewport != Viewport::Original {
             d |= (density as u32) << DENSITY_SHIFT;
         }
@@ -174,7 +181,8 @@ impl Descriptor {
     }
 
     pub fn viewport(self) -> Viewport {
-        Viewport::from_bits((self.0 & VIEWPORT_MASK) >> VIEWPORT_SHIFT).unwrap_or(Viewport::Original)
+        Viewport::from_bits((self.0 & VIEWPORT_MASK) >> VIEWPORT_SHIFT)
+            .unwrap_or(Viewport::Original)
     }
 
     pub fn density(self) -> Density {
@@ -241,15 +249,30 @@ mod tests {
 
     #[test]
     fn variant_fields_round_trip_and_declines_name_their_target() {
-        let d = Descriptor::variant(Format::Avif, Viewport::W480, Density::X2, true, Encoding::Identity);
-        assert_eq!((d.format(), d.viewport(), d.density(), d.save_data()), (Format::Avif, Viewport::W480, Density::X2, true));
+        let d = Descriptor::variant(
+            Format::Avif,
+            Viewport::W480,
+            Density::X2,
+            true,
+            Encoding::Identity,
+        );
+        assert_eq!(
+            (d.format(), d.viewport(), d.density(), d.save_data()),
+            (Format::Avif, Viewport::W480, Density::X2, true)
+        );
         assert!(!d.is_original() && !d.is_sentinel());
         assert_eq!(d.label(), "avif-480-2x-sd");
         let no = Descriptor::declined(d);
         assert!(no.is_sentinel());
         assert_eq!(no.declined_target(), Some(d));
         // Density only means something for resized variants.
-        let full = Descriptor::variant(Format::Webp, Viewport::Original, Density::X2, false, Encoding::Identity);
+        let full = Descriptor::variant(
+            Format::Webp,
+            Viewport::Original,
+            Density::X2,
+            false,
+            Encoding::Identity,
+        );
         assert_eq!(full.density(), Density::X1);
         assert!(Descriptor::original(Encoding::Gzip, Some(7)).is_original());
         assert_eq!(Descriptor::original(Encoding::Br, None).label(), "br");

@@ -42,16 +42,28 @@ impl SourceKind {
             "image/png" => SourceKind::Png,
             "image/gif" => SourceKind::Gif,
             "image/webp" => SourceKind::Webp,
-            "text/html" | "text/css" | "text/plain" | "text/xml" | "text/javascript"
-            | "application/javascript" | "application/x-javascript" | "application/json"
-            | "application/xml" | "image/svg+xml" | "application/manifest+json"
-            | "application/rss+xml" | "application/atom+xml" => SourceKind::Text,
+            "text/html"
+            | "text/css"
+            | "text/plain"
+            | "text/xml"
+            | "text/javascript"
+            | "application/javascript"
+            | "application/x-javascript"
+            | "application/json"
+            | "application/xml"
+            | "image/svg+xml"
+            | "application/manifest+json"
+            | "application/rss+xml"
+            | "application/atom+xml" => SourceKind::Text,
             _ => SourceKind::Other,
         }
     }
 
     pub fn is_image(self) -> bool {
-        matches!(self, SourceKind::Jpeg | SourceKind::Png | SourceKind::Gif | SourceKind::Webp)
+        matches!(
+            self,
+            SourceKind::Jpeg | SourceKind::Png | SourceKind::Gif | SourceKind::Webp
+        )
     }
 }
 
@@ -108,7 +120,11 @@ pub fn wanted(kind: SourceKind, caps: &Capabilities, policy: &VariantPolicy) -> 
     if !kind.is_image() {
         return None;
     }
-    let viewport = if policy.resize { caps.viewport } else { Viewport::Original };
+    let viewport = if policy.resize {
+        caps.viewport
+    } else {
+        Viewport::Original
+    };
     let save_data = policy.save_data && caps.save_data;
     let format = if policy.avif && caps.avif {
         Format::Avif
@@ -123,7 +139,13 @@ pub fn wanted(kind: SourceKind, caps: &Capabilities, policy: &VariantPolicy) -> 
     } else {
         return None;
     };
-    Some(Descriptor::variant(format, viewport, caps.density, save_data, Encoding::Identity))
+    Some(Descriptor::variant(
+        format,
+        viewport,
+        caps.density,
+        save_data,
+        Encoding::Identity,
+    ))
 }
 
 /// The variants built as soon as an original is stored (before any client asks): the
@@ -133,10 +155,22 @@ pub fn on_fill(kind: SourceKind, policy: &VariantPolicy) -> Vec<Descriptor> {
     let id = Encoding::Identity;
     if kind.is_image() {
         if policy.webp && kind != SourceKind::Webp {
-            out.push(Descriptor::variant(Format::Webp, Viewport::Original, Density::X1, false, id));
+            out.push(Descriptor::variant(
+                Format::Webp,
+                Viewport::Original,
+                Density::X1,
+                false,
+                id,
+            ));
         }
         if policy.avif {
-            out.push(Descriptor::variant(Format::Avif, Viewport::Original, Density::X1, false, id));
+            out.push(Descriptor::variant(
+                Format::Avif,
+                Viewport::Original,
+                Density::X1,
+                false,
+                id,
+            ));
         }
     } else if kind == SourceKind::Text {
         if policy.gzip {
@@ -161,19 +195,32 @@ mod tests {
         for (n, v) in extra {
             h.push((n.to_ascii_lowercase(), v.as_bytes().to_vec()));
         }
-        Capabilities::from_request(&move |name: &str| h.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()))
+        Capabilities::from_request(&move |name: &str| {
+            h.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        })
     }
 
     const DESKTOP: &str = "X11; Linux x86_64";
     const PHONE: &str = "iPhone; Mobile";
-    const ALL: VariantPolicy = VariantPolicy { webp: true, avif: true, resize: true, save_data: true, gzip: true, br: true };
+    const ALL: VariantPolicy = VariantPolicy {
+        webp: true,
+        avif: true,
+        resize: true,
+        save_data: true,
+        gzip: true,
+        br: true,
+    };
 
     fn v(f: Format, vp: Viewport, d: Density, sd: bool) -> Descriptor {
         Descriptor::variant(f, vp, d, sd, Encoding::Identity)
     }
 
     fn best(stored: &[Descriptor], c: &Capabilities) -> Option<Descriptor> {
-        stored.iter().filter_map(|&d| score(d, c).map(|s| (s, d))).max_by_key(|(s, _)| *s).map(|(_, d)| d)
+        stored
+            .iter()
+            .filter_map(|&d| score(d, c).map(|s| (s, d)))
+            .max_by_key(|(s, _)| *s)
+            .map(|(_, d)| d)
     }
 
     #[test]
@@ -183,8 +230,14 @@ mod tests {
         let avif = v(Format::Avif, Viewport::Original, Density::X1, false);
         let stored = [orig, webp, avif];
         assert_eq!(best(&stored, &caps("*/*", DESKTOP, &[])), Some(orig));
-        assert_eq!(best(&stored, &caps("image/webp,*/*", DESKTOP, &[])), Some(webp));
-        assert_eq!(best(&stored, &caps("image/avif,image/webp", DESKTOP, &[])), Some(avif));
+        assert_eq!(
+            best(&stored, &caps("image/webp,*/*", DESKTOP, &[])),
+            Some(webp)
+        );
+        assert_eq!(
+            best(&stored, &caps("image/avif,image/webp", DESKTOP, &[])),
+            Some(avif)
+        );
     }
 
     #[test]
@@ -193,7 +246,10 @@ mod tests {
         let orig = Descriptor::original(Encoding::Identity, None);
         let webp = v(Format::Webp, Viewport::Original, Density::X1, false);
         assert_eq!(best(&[orig, webp], &c), Some(webp));
-        assert_eq!(wanted(SourceKind::Jpeg, &c, &ALL), Some(v(Format::Avif, Viewport::Original, Density::X1, false)));
+        assert_eq!(
+            wanted(SourceKind::Jpeg, &c, &ALL),
+            Some(v(Format::Avif, Viewport::Original, Density::X1, false))
+        );
     }
 
     #[test]
@@ -204,16 +260,31 @@ mod tests {
         let full = v(Format::Webp, Viewport::Original, Density::X1, false);
         assert_eq!(best(&[full, small], &phone), Some(small));
         assert_eq!(best(&[full, small], &phone2x), Some(full));
-        assert_eq!(best(&[full, small], &caps("image/webp", DESKTOP, &[])), Some(full));
-        assert_eq!(wanted(SourceKind::Png, &phone2x, &ALL), Some(v(Format::Webp, Viewport::W480, Density::X2, false)));
+        assert_eq!(
+            best(&[full, small], &caps("image/webp", DESKTOP, &[])),
+            Some(full)
+        );
+        assert_eq!(
+            wanted(SourceKind::Png, &phone2x, &ALL),
+            Some(v(Format::Webp, Viewport::W480, Density::X2, false))
+        );
     }
 
     #[test]
     fn save_data_variants_only_for_clients_that_ask() {
         let sd = v(Format::Webp, Viewport::Original, Density::X1, true);
         let full = v(Format::Webp, Viewport::Original, Density::X1, false);
-        assert_eq!(best(&[full, sd], &caps("image/webp", DESKTOP, &[])), Some(full));
-        assert_eq!(best(&[full, sd], &caps("image/webp", DESKTOP, &[("Save-Data", "on")])), Some(sd));
+        assert_eq!(
+            best(&[full, sd], &caps("image/webp", DESKTOP, &[])),
+            Some(full)
+        );
+        assert_eq!(
+            best(
+                &[full, sd],
+                &caps("image/webp", DESKTOP, &[("Save-Data", "on")])
+            ),
+            Some(sd)
+        );
     }
 
     #[test]
@@ -234,11 +305,23 @@ mod tests {
     fn nothing_is_built_without_a_reason() {
         let plain = caps("*/*", DESKTOP, &[]);
         assert_eq!(wanted(SourceKind::Jpeg, &plain, &ALL), None);
-        assert_eq!(wanted(SourceKind::Other, &caps("image/webp", PHONE, &[]), &ALL), None);
+        assert_eq!(
+            wanted(SourceKind::Other, &caps("image/webp", PHONE, &[]), &ALL),
+            None
+        );
         let off = VariantPolicy::default();
-        assert_eq!(wanted(SourceKind::Jpeg, &caps("image/avif", PHONE, &[]), &off), None);
+        assert_eq!(
+            wanted(SourceKind::Jpeg, &caps("image/avif", PHONE, &[]), &off),
+            None
+        );
         // A phone without modern formats still gets a smaller image in the source's format.
-        assert_eq!(wanted(SourceKind::Jpeg, &caps("*/*", PHONE, &[]), &ALL), Some(v(Format::Jpeg, Viewport::W480, Density::X1, false)));
-        assert_eq!(on_fill(SourceKind::Webp, &ALL), vec![v(Format::Avif, Viewport::Original, Density::X1, false)]);
+        assert_eq!(
+            wanted(SourceKind::Jpeg, &caps("*/*", PHONE, &[]), &ALL),
+            Some(v(Format::Jpeg, Viewport::W480, Density::X1, false))
+        );
+        assert_eq!(
+            on_fill(SourceKind::Webp, &ALL),
+            vec![v(Format::Avif, Viewport::Original, Density::X1, false)]
+        );
     }
 }
