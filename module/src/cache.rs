@@ -410,7 +410,10 @@ unsafe fn serve(r: *mut ngx_http_request_t) -> ngx_int_t {
             match lower.as_slice() {
                 b"etag" => out.etag = h,
                 b"content-encoding" => out.content_encoding = h,
-                b"location" => out.location = h,
+                // As the upstream module does: a relative Location is not linked, so nginx's
+                // header filter does not make it absolute with this server's scheme, name and
+                // port (which behind a proxy or port mapping are not the public ones).
+                b"location" if !value.starts_with(b"/") => out.location = h,
                 b"expires" => out.expires = h,
                 // Linked so `expires`/`add_header` below us see every Cache-Control line.
                 b"cache-control" => {
