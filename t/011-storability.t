@@ -14,7 +14,7 @@ use POSIX qw/strftime/;
 use lib 't/lib';
 use Test::Nginx;
 
-my $t = Test::Nginx->new()->has(qw/http proxy/)->plan(43);
+my $t = Test::Nginx->new()->has(qw/http proxy/)->plan(44);
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 %%TEST_GLOBALS%%
@@ -74,6 +74,8 @@ my %cases = (
     '/set-cookie' => [200, { 'Set-Cookie' => 'id=1; Path=/' }],
     '/vary-star' => [200, { 'Vary' => '*' }],
     '/plain' => [200, {}],
+    # Says 1000 bytes, sends 500 and closes.
+    '/truncated' => [200, { 'Content-Length' => 1000 }, 'x' x 500],
     '/auth-plain' => [200, { 'Cache-Control' => 'max-age=60' }],
     '/auth-public' => [200, { 'Cache-Control' => 'public' }],
     '/auth-s-maxage' => [200, { 'Cache-Control' => 's-maxage=60' }],
@@ -166,6 +168,8 @@ is(twice('/max-age-0'), 'BYPASS BYPASS 2', 'max-age=0: not stored');
 is(twice('/set-cookie'), 'BYPASS BYPASS 2', 'Set-Cookie: not stored');
 is(twice('/vary-star'), 'BYPASS BYPASS 2', 'Vary: *: not stored');
 is(log_status('/no-store', 1), 'BYPASS', 'not stored: logged as BYPASS');
+is(twice('/truncated'), 'MISS MISS 2',
+    'a response cut short by the origin is not stored');
 like(get('/set-cookie')->{headers}{'set-cookie'}, qr/^id=1/,
     'Set-Cookie still reaches the client');
 
