@@ -312,7 +312,6 @@ fn the_pool_builds_and_commits_a_variant_under_the_same_key() {
     let job = Job {
         key,
         target: t,
-        kind: SourceKind::Jpeg,
         url: "/img/photo.jpg".into(),
     };
     assert_eq!(p.submit(job.clone()), Submitted::Queued);
@@ -340,7 +339,6 @@ fn a_declined_build_leaves_a_sentinel_that_is_never_served() {
     p.submit(Job {
         key,
         target: t,
-        kind: SourceKind::Jpeg,
         url: "/small.jpg".into(),
     });
     assert!(p.wait_idle(Duration::from_secs(20)));
@@ -371,7 +369,6 @@ fn a_broken_source_is_refused_counted_and_not_retried() {
     p.submit(Job {
         key,
         target: t,
-        kind: SourceKind::Jpeg,
         url: "/broken.jpg".into(),
     });
     assert!(p.wait_idle(Duration::from_secs(20)));
@@ -401,7 +398,6 @@ fn a_purge_during_a_build_fences_it() {
     p.submit(Job {
         key,
         target: t,
-        kind: SourceKind::Jpeg,
         url: "/slow.jpg".into(),
     });
     std::thread::sleep(Duration::from_millis(50));
@@ -436,7 +432,6 @@ fn a_full_queue_drops_and_counts_and_duplicates_are_merged() {
         let job = Job {
             key: Key::derive(&[&[i]]),
             target: Descriptor(0x10),
-            kind: SourceKind::Jpeg,
             url: String::new(),
         };
         results.push(p.submit(job));
@@ -445,7 +440,6 @@ fn a_full_queue_drops_and_counts_and_duplicates_are_merged() {
     let dup = Job {
         key: Key::derive(&[b"d"]),
         target: Descriptor(0x10),
-        kind: SourceKind::Jpeg,
         url: String::new(),
     };
     let first = p.submit(dup.clone());
@@ -475,7 +469,6 @@ fn text_variants_build_through_the_pool() {
         p.submit(Job {
             key,
             target: Descriptor::original(enc, None),
-            kind: SourceKind::Text,
             url: "/a.css".into(),
         });
     }

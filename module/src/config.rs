@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Mutex;
 
 use nginx_sys::{
-    ngx_command_t, ngx_conf_set_flag_slot, ngx_conf_set_sec_slot, ngx_conf_set_size_slot,
-    ngx_conf_set_str_slot, ngx_conf_t, ngx_flag_t, ngx_http_complex_value_t,
-    ngx_http_core_loc_conf_t, ngx_http_set_complex_value_slot, ngx_int_t, ngx_str_t, ngx_uint_t,
-    time_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE123,
-    NGX_CONF_UNSET, NGX_ERROR, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
-    NGX_PROCESS_SIGNALLER,
+    ngx_command_t, ngx_conf_set_flag_slot, ngx_conf_set_num_slot, ngx_conf_set_sec_slot,
+    ngx_conf_set_size_slot, ngx_conf_set_str_slot, ngx_conf_t, ngx_flag_t,
+    ngx_http_complex_value_t, ngx_http_core_loc_conf_t, ngx_http_set_complex_value_slot, ngx_int_t,
+    ngx_str_t, ngx_uint_t, time_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
+    NGX_CONF_TAKE123, NGX_CONF_UNSET, NGX_ERROR, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+    NGX_LOG_NOTICE, NGX_OK, NGX_PROCESS_SIGNALLER,
 };
 use ngx::http::{
     HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError, NgxHttpCoreModule,
@@ -23,20 +23,45 @@ use ngx::ngx_conf_log_error;
 
 use super::{admin, Module};
 use ngx_http_pagespeed_module::store::{Backing, Opened, Store, StoreConfig};
+use ngx_http_pagespeed_module::variant::VariantPolicy;
 
 /// Default segment when no `pagespeed_cache_path` is given.
 const DEFAULT_SIZE: u64 = 64 << 20;
 /// Lifetime of responses without freshness information.
 const DEFAULT_VALID: time_t = 600;
 
-/// `pagespeed_cache_path` (http level).
-#[derive(Debug, Default)]
+/// `pagespeed_cache_path` and the builder pool (http level).
+#[derive(Debug)]
 pub struct MainConf {
     pub path: Option<PathBuf>,
     pub size: u64,
     pub max_object: u64,
     pub set: bool,
+    /// `pagespeed_build_threads`, `pagespeed_build_queue`.
+    pub build_threads: ngx_uint_t,
+    pub build_queue: ngx_uint_t,
 }
+
+impl Default for MainConf {
+    fn default() -> MainConf {
+        MainConf {
+            path: None,
+            size: 0,
+            max_object: 0,
+            set: false,
+            build_threads: NGX_CONF_UNSET_UINT,
+            build_queue: NGX_CONF_UNSET_UINT,
+        }
+    }
+}
+
+const NGX_CONF_UNSET_UINT: ngx_uint_t = ngx_uint_t::MAX;
+pub const DEFAULT_BUILD_THREADS: ngx_uint_t = 1;
+pub const DEFAULT_BUILD_QUEUE: ngx_uint_t = 256;
+
+/// Set when any location enables variants: workers then start builder threads.
+pub static VARIANTS_CONFIGURED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 pub struct LocConf {
     pub cache: ngx_flag_t,
@@ -46,6 +71,10 @@ pub struct LocConf {
     pub purge_method: ngx_str_t,
     pub purge_token: ngx_str_t,
     pub statuses: Option<Vec<u16>>,
+    /// `pagespeed_variants`: which variants this location builds and serves.
+    pub variants: Option<VariantPolicy>,
+    /// `pagespeed_build_on_fill`: build the full-size variants as soon as an original is stored.
+    pub build_on_fill: ngx_flag_t,
 }
 
 impl Default for LocConf {
@@ -58,6 +87,8 @@ impl Default for LocConf {
             purge_method: ngx_str_t::empty(),
             purge_token: ngx_str_t::empty(),
             statuses: None,
+            variants: None,
+            build_on_fill: NGX_CONF_UNSET as ngx_flag_t,
         }
     }
 }
@@ -65,6 +96,10 @@ impl Default for LocConf {
 impl LocConf {
     pub fn statuses(&self) -> &[u16] {
         self.statuses.as_deref().unwrap_or(&[200])
+    }
+
+    pub fn variants(&self) -> VariantPolicy {
+        self.variants.unwrap_or_default()
     }
 
     pub fn purge_method(&self) -> &[u8] {
@@ -116,6 +151,16 @@ impl Merge for LocConf {
         if self.statuses.is_none() {
             self.statuses = prev.statuses.clone();
         }
+        if self.variants.is_none() {
+            self.variants = prev.variants;
+        }
+        if self.build_on_fill == NGX_CONF_UNSET as ngx_flag_t {
+            self.build_on_fill = if prev.build_on_fill == NGX_CONF_UNSET as ngx_flag_t {
+                1
+            } else {
+                prev.build_on_fill
+            };
+        }
         Ok(())
     }
 }
@@ -129,7 +174,7 @@ const fn ngx_string(s: &'static CStr) -> ngx_str_t {
 
 const LOC: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
-pub static mut NGX_HTTP_PAGESPEED_COMMANDS: [ngx_command_t; 11] = [
+pub static mut NGX_HTTP_PAGESPEED_COMMANDS: [ngx_command_t; 15] = [
     ngx_command_t {
         name: ngx_string(c"pagespeed_cache_path"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE123) as ngx_uint_t,
@@ -192,6 +237,38 @@ pub static mut NGX_HTTP_PAGESPEED_COMMANDS: [ngx_command_t; 11] = [
         set: Some(ngx_conf_set_str_slot),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: std::mem::offset_of!(LocConf, purge_token),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string(c"pagespeed_variants"),
+        type_: (LOC | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(set_variants),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string(c"pagespeed_build_on_fill"),
+        type_: (LOC | NGX_CONF_FLAG) as ngx_uint_t,
+        set: Some(ngx_conf_set_flag_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: std::mem::offset_of!(LocConf, build_on_fill),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string(c"pagespeed_build_threads"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(ngx_conf_set_num_slot),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: std::mem::offset_of!(MainConf, build_threads),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string(c"pagespeed_build_queue"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(ngx_conf_set_num_slot),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: std::mem::offset_of!(MainConf, build_queue),
         post: ptr::null_mut(),
     },
     ngx_command_t {
@@ -333,6 +410,53 @@ extern "C" fn set_statuses(
         }
     }
     lc.statuses = Some(out);
+    CONF_OK
+}
+
+extern "C" fn set_variants(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes our location conf.
+    let lc = unsafe { &mut *(conf as *mut LocConf) };
+    if lc.variants.is_some() {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "\"pagespeed_variants\" directive is duplicate"
+        );
+        return CONF_ERROR;
+    }
+    let mut p = VariantPolicy::default();
+    // SAFETY: called while parsing.
+    let a = unsafe { args(cf) };
+    if a.len() == 2 && a[1] == b"off" {
+        lc.variants = Some(p);
+        return CONF_OK;
+    }
+    for v in &a[1..] {
+        let flag = match *v {
+            b"webp" => &mut p.webp,
+            b"avif" => &mut p.avif,
+            b"resize" => &mut p.resize,
+            b"save-data" => &mut p.save_data,
+            b"gzip" => &mut p.gzip,
+            b"br" => &mut p.br,
+            _ => {
+                ngx_conf_log_error!(
+                    NGX_LOG_EMERG,
+                    cf,
+                    "invalid value \"{}\" in \"pagespeed_variants\" (webp, avif, resize, save-data, gzip, br, or off)",
+                    String::from_utf8_lossy(v)
+                );
+                return CONF_ERROR;
+            }
+        };
+        *flag = true;
+    }
+    VARIANTS_CONFIGURED.store(true, std::sync::atomic::Ordering::Relaxed);
+    lc.variants = Some(p);
     CONF_OK
 }
 

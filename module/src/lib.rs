@@ -3,6 +3,7 @@
 //! `variant`; this layer converts raw pointers once at the top of each callback and calls it.
 
 mod admin;
+mod builder;
 mod cache;
 mod config;
 mod util;
@@ -69,8 +70,8 @@ pub static mut ngx_http_pagespeed_module: ngx_module_t = ngx_module_t {
     commands: unsafe { addr_of_mut!(config::NGX_HTTP_PAGESPEED_COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as ngx_uint_t,
     init_module: Some(init_module),
-    init_process: None,
-    exit_process: None,
+    init_process: Some(builder::init_process),
+    exit_process: Some(builder::exit_process),
     ..ngx_module_t::default()
 };
 

@@ -21,7 +21,6 @@ pub const SOURCE: Descriptor = Descriptor(0);
 pub struct Job {
     pub key: Key,
     pub target: Descriptor,
-    pub kind: SourceKind,
     /// For log lines only.
     pub url: String,
 }
@@ -233,7 +232,10 @@ fn process(shared_store: &Shared, job: &Job) {
         // The sentinel shares the original's metadata so it expires and is purged with it.
         let _ = commit(Descriptor::declined(job.target), &src.meta, &[]);
     };
-    match build(&src.body, job.kind, job.target, &cfg.limits, &cfg.quality) {
+    // The source's own Content-Type says how to decode it (the request that queued the job
+    // may only have seen a variant).
+    let kind = SourceKind::from_content_type(&meta.content_type);
+    match build(&src.body, kind, job.target, &cfg.limits, &cfg.quality) {
         Ok(Built::Variant { body, content_type }) => {
             let Some(vmeta) = variant_meta(&meta, job.target, content_type).encode() else {
                 decline("metadata too large", true);
