@@ -322,7 +322,8 @@ sub log_status {
     my $s = http_get('/p/big', port => 8082, start => 1);
     sleep 0.5;
     my $miss = parse_response(http_end($s));
-    my $hit = get('/p/big');
+    # The same listener: the cache key includes the port a request arrived on.
+    my $hit = get('/p/big', port => 8082);
     is(xcache($miss), 'MISS', 'proxied 1 MiB: MISS');
     ok($miss->{body} eq $big_proxied, 'proxied 1 MiB: MISS body intact');
     is(xcache($hit), 'HIT', 'proxied 1 MiB: HIT');

@@ -20,7 +20,7 @@ my $t = Test::Nginx->new()->has(qw/http proxy/)->plan(62);
 
 # killing a worker on purpose; a size change on reload is refused
 $t->ignore_log(qr/worker process \d+ exited on signal 9/,
-    qr/"pagespeed_cache_path": cannot open the cache: .* in use/);
+    qr/"pagespeed_cache_path": cannot open the cache: .* is open in a running nginx/);
 
 my $CONF = <<'EOF';
 %%TEST_GLOBALS%%
@@ -231,8 +231,8 @@ ok(miss_then_hit('/b', 2), 'empty file: MISS then HIT');
 my $size = -s "$dir/cache.bin";
 conf('%%TESTDIR%%/cache.bin size=16m');
 ok(!$t->reload(), 'reload with another size refused');
-ok(scalar $t->grep_log(qr/\[emerg\].*cannot open the cache: .* in use/),
-    'refusal says the file is in use');
+ok(scalar $t->grep_log(qr/\[emerg\].*cannot open the cache: .* is open in a running nginx.*needs a restart/),
+    'refusal says the file is in use and a resize needs a restart');
 ok(all_hit('/b', 2), 'old workers keep serving their cache');
 
 $t->stop();

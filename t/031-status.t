@@ -97,7 +97,8 @@ my $s = json_of($r) // {};
 
 my @counters = qw/hits stale_hits misses stored fenced rejected_reads
     checksum_failures evictions too_large replaced lock_recoveries
-    corrupt_resets purges_url purges_prefix purges_tag purges_all purges_soft/;
+    corrupt_resets purges_url purges_prefix purges_tag purges_all purges_soft
+    builds_done builds_declined builds_failed builds_dropped builds_fenced/;
 my @gauges = qw/purge_clock entries alternates bytes_used bytes_capacity
     shards/;
 is_deeply([grep { !exists $s->{$_} } @counters, @gauges, 'max_object'], [],
@@ -260,8 +261,10 @@ is(xcache('/v'), 'HIT', '/v identity: HIT');
 
 my $i = status('?url=/v');
 my @e = @{$i->{entries} // []};
-is_deeply([map { $_->{url} } @e], ['http://localhost/v', 'https://localhost/v'],
-    'path: both schemes listed');
+my $p = port(8080);
+is_deeply([map { $_->{url} } @e],
+    ["http://localhost:$p/v", "https://localhost:$p/v"],
+    'path: both schemes listed, on this listener');
 my @alt = @{$e[0]{alternates} // []};
 is_deeply([sort map { $_->{encoding} } @alt], ['gzip', 'identity'],
     'two alternates: gzip and identity');

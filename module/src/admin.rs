@@ -10,11 +10,11 @@ use nginx_sys::{
 use serde_json::json;
 
 use super::config::store;
-use super::util::{bytes, guard, header_in, loc_conf, push_header, send_text};
+use super::util::{bytes, guard, header_in, loc_conf, local_port, push_header, send_text};
 use ngx_http_pagespeed_module::http::purge::{
     parse_json, parse_target, PurgeRequest, Scope, MAX_BODY,
 };
-use ngx_http_pagespeed_module::http::url::{normalize_host, Url};
+use ngx_http_pagespeed_module::http::url::{default_key, default_port, split_host, Url};
 use ngx_http_pagespeed_module::store::{Fault, PurgeReceipt, Store, UrlId};
 use ngx_http_pagespeed_module::variant::Descriptor;
 
@@ -70,7 +70,10 @@ fn fault_reply(f: Fault) -> (usize, serde_json::Value) {
 }
 
 /// Applies a purge; the receipt is sent only after every worker will see it.
-fn execute(store: &Store, req: &PurgeRequest) -> Result<serde_json::Value, Fault> {
+/// `port` is the purge request's listener: a URL given without a port is deleted at once under
+/// that port's key and the scheme's default port's; on any other port it is still invalid from
+/// its next lookup (purge scopes carry no port).
+fn execute(store: &Store, req: &PurgeRequest, port: u16) -> Result<serde_json::Value, Fault> {
     let soft = req.soft;
     let (receipt, detail): (PurgeReceipt, serde_json::Value) = match &req.scope {
         Scope::Urls(urls) => {
@@ -78,7 +81,10 @@ fn execute(store: &Store, req: &PurgeRequest) -> Result<serde_json::Value, Fault
             // Entries that declared (Cache-Tag / Surrogate-Key) they depend on these URLs.
             let spellings: Vec<String> = urls.iter().flat_map(Url::tag_spellings).collect();
             let deps: Vec<&str> = spellings.iter().map(String::as_str).collect();
-            let keys: Vec<_> = urls.iter().map(Url::key).collect();
+            let keys: Vec<_> = urls
+                .iter()
+                .flat_map(|u| u.keys(&[port, default_port(&u.scheme)]))
+                .collect();
             let listed: Vec<String> = urls
                 .iter()
                 .map(|u| format!("{}://{}{}", u.scheme, u.host, u.path))
@@ -220,7 +226,7 @@ unsafe fn purge_body(r: *mut ngx_http_request_t) -> ngx_int_t {
         let Some(store) = store() else {
             return error(r, 503, "no cache configured");
         };
-        match execute(store, &req) {
+        match execute(store, &req, local_port(r)) {
             Ok(v) => reply(r, 200, v),
             Err(f) => {
                 let (status, v) = fault_reply(f);
@@ -247,10 +253,8 @@ unsafe fn purge_method(r: *mut ngx_http_request_t) -> ngx_int_t {
         if !authorized(r) {
             return unauthorized(r);
         }
-        let host = normalize_host(
-            "http",
-            &String::from_utf8_lossy(bytes(&(*r).headers_in.server)),
-        );
+        let host = split_host(&String::from_utf8_lossy(bytes(&(*r).headers_in.server))).host;
+        let port = local_port(r);
         let path = String::from_utf8_lossy(bytes(&(*r).unparsed_uri)).into_owned();
         let target = match parse_target(&path, Some(&host), None, &host) {
             Ok(t) => t,
@@ -273,6 +277,7 @@ unsafe fn purge_method(r: *mut ngx_http_request_t) -> ngx_int_t {
                         scheme: s.to_string(),
                         host: target.host.clone(),
                         path: target.path.clone(),
+                        port: Some(port),
                     })
                     .collect(),
             )
@@ -280,7 +285,7 @@ unsafe fn purge_method(r: *mut ngx_http_request_t) -> ngx_int_t {
         let Some(store) = store() else {
             return error(r, 503, "no cache configured");
         };
-        match execute(store, &PurgeRequest { scope, soft: false }) {
+        match execute(store, &PurgeRequest { scope, soft: false }, port) {
             Ok(v) => reply(r, 200, v),
             Err(f) => {
                 let (status, v) = fault_reply(f);
@@ -343,7 +348,7 @@ unsafe fn status(r: *mut ngx_http_request_t) -> ngx_int_t {
         if let Some(url) = arg(r, "url") {
             let host = String::from_utf8_lossy(bytes(&(*r).headers_in.server)).into_owned();
             return match parse_target(&url, None, None, &host) {
-                Ok(t) if !t.prefix => inspect(r, store, t.schemes, &t.host, &t.path),
+                Ok(t) if !t.prefix => inspect(r, store, t.schemes, &t.host, t.port, &t.path),
                 Ok(_) => error(r, 400, "inspection takes one URL, not a prefix"),
                 Err(e) => error(r, 400, &e.0),
             };
@@ -389,40 +394,43 @@ unsafe fn inspect(
     store: &Store,
     schemes: Vec<&str>,
     host: &str,
+    port: Option<u16>,
     path: &str,
 ) -> ngx_int_t {
+    // SAFETY: r is live.
+    let here = unsafe { local_port(r) };
     let mut entries = Vec::new();
     for s in schemes {
-        let url = Url {
-            scheme: s.into(),
-            host: host.into(),
-            path: path.into(),
-        };
-        let alternates = match store.alternates(&url.key()) {
-            Ok(a) => a,
-            // SAFETY: r is live.
-            Err(f) => return unsafe { error(r, 503, &f.to_string()) },
-        };
-        let list: Vec<_> = alternates
-            .iter()
-            .map(|a| {
-                let d = Descriptor(a.descriptor);
-                json!({
-                    "descriptor": format!("{:#010x}", a.descriptor),
-                    "encoding": d.encoding().as_str(),
-                    "origin_vary": d.origin_varies(),
-                    "sentinel": d.is_sentinel(),
-                    "stamp": a.stamp,
-                    "body_bytes": a.body_len,
-                    "meta_bytes": a.meta_len,
+        // Without a port, the listener this status request came in on.
+        for p in [port.unwrap_or(here)] {
+            let key = default_key(s, host, p, path.as_bytes());
+            let alternates = match store.alternates(&key) {
+                Ok(a) => a,
+                // SAFETY: r is live.
+                Err(f) => return unsafe { error(r, 503, &f.to_string()) },
+            };
+            let list: Vec<_> = alternates
+                .iter()
+                .map(|a| {
+                    let d = Descriptor(a.descriptor);
+                    json!({
+                        "descriptor": format!("{:#010x}", a.descriptor),
+                        "variant": if d.is_sentinel() { "declined".to_string() } else { d.label() },
+                        "encoding": d.encoding().as_str(),
+                        "origin_vary": d.origin_varies(),
+                        "sentinel": d.is_sentinel(),
+                        "stamp": a.stamp,
+                        "body_bytes": a.body_len,
+                        "meta_bytes": a.meta_len,
+                    })
                 })
-            })
-            .collect();
-        entries.push(json!({
-            "url": format!("{s}://{host}{path}"),
-            "key": url.key().hex(),
-            "alternates": list,
-        }));
+                .collect();
+            entries.push(json!({
+                "url": format!("{s}://{host}:{p}{path}"),
+                "key": key.hex(),
+                "alternates": list,
+            }));
+        }
     }
     // SAFETY: r is live.
     unsafe { reply(r, 200, json!({ "entries": entries })) }

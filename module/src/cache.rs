@@ -18,14 +18,15 @@ use ngx::ngx_log_error;
 
 use super::config::{store, LocConf};
 use super::util::{
-    bytes, fault_log_allowed, guard, header_in, headers, loc_conf, push_header, send_body,
+    bytes, fault_log_allowed, guard, header_in, headers, loc_conf, local_port, push_header,
+    send_body,
 };
 use super::{admin, Module};
 use ngx_http_pagespeed_module::http::cache_control::{
     parse_http_date, storable, CacheControl, ResponseFacts,
 };
 use ngx_http_pagespeed_module::http::meta::{normalize_vary_value, StoredMeta};
-use ngx_http_pagespeed_module::http::url::{custom_key, default_key, normalize_host, Url};
+use ngx_http_pagespeed_module::http::url::{custom_key, default_key, split_host, Url};
 use ngx_http_pagespeed_module::store::{
     Alternate, CommitOutcome, FillTicket, Freshness, Key, Lookup, ScopeSet, Sink,
 };
@@ -216,13 +217,13 @@ unsafe fn request_identity(r: *mut ngx_http_request_t, lcf: &LocConf) -> Option<
         } else {
             "https"
         };
-        let host = normalize_host(
-            scheme,
-            &String::from_utf8_lossy(bytes(&(*r).headers_in.server)),
-        );
+        // nginx's host (`$host`): the validated Host header without its port, or the server
+        // name. The port comes from the listener, never from the client.
+        let host = split_host(&String::from_utf8_lossy(bytes(&(*r).headers_in.server))).host;
+        let port = local_port(r);
         let uri = String::from_utf8_lossy(bytes(&(*r).unparsed_uri)).into_owned();
         let key = if lcf.key.is_null() {
-            default_key(scheme, &host, uri.as_bytes())
+            default_key(scheme, &host, port, uri.as_bytes())
         } else {
             let mut v = ngx_str_t::empty();
             if ngx_http_complex_value(r, lcf.key, &mut v) != NGX_OK as ngx_int_t {
@@ -236,6 +237,7 @@ unsafe fn request_identity(r: *mut ngx_http_request_t, lcf: &LocConf) -> Option<
                 scheme: scheme.into(),
                 host,
                 path: uri,
+                port: Some(port),
             },
         ))
     }

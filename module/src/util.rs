@@ -54,6 +54,25 @@ pub unsafe fn headers<'a>(list: &'a ngx_list_t) -> impl Iterator<Item = &'a ngx_
     })
 }
 
+/// The port of the listener a request arrived on (0 for a unix socket).
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn local_port(r: *mut ngx_http_request_t) -> u16 {
+    // SAFETY: local_sockaddr of a live connection is a valid sockaddr of its family.
+    unsafe {
+        let sa = (*(*r).connection).local_sockaddr;
+        if sa.is_null() {
+            return 0;
+        }
+        match (*sa).sa_family as i32 {
+            libc::AF_INET => u16::from_be((*(sa as *const libc::sockaddr_in)).sin_port),
+            libc::AF_INET6 => u16::from_be((*(sa as *const libc::sockaddr_in6)).sin6_port),
+            _ => 0,
+        }
+    }
+}
+
 /// A request header's value by lowercase name; repeated headers joined with ", ".
 ///
 /// # Safety

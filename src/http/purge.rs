@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::url::{normalize_host, Url};
+use super::url::{split_host, HostPort, Url};
 
 /// Largest accepted purge body.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -130,6 +130,7 @@ pub fn parse_json(body: &[u8], default_host: &str) -> Result<PurgeRequest, Purge
                             scheme: sch.into(),
                             host: target.host.clone(),
                             path: target.path.clone(),
+                            port: target.port,
                         };
                         exact.push(url);
                     }
@@ -175,6 +176,8 @@ fn list(o: &Map<String, Value>, one: &str, many: &str) -> Result<Vec<String>, Pu
 pub struct Target {
     pub schemes: Vec<&'static str>,
     pub host: String,
+    /// An explicit port (`https://host:8443/x`, or in `hostname`).
+    pub port: Option<u16>,
     pub path: String,
     pub prefix: bool,
 }
@@ -233,13 +236,14 @@ pub fn parse_target(
         Some(_) => vec!["http"],
         None => vec!["http", "https"],
     };
-    let host = normalize_host(schemes[0], &host);
+    let HostPort { host, port } = split_host(&host);
     if host.is_empty() {
         return err(format!("\"{u}\": no host (give \"hostname\")"));
     }
     Ok(Target {
         schemes,
         host,
+        port,
         path,
         prefix,
     })
@@ -258,7 +262,18 @@ mod tests {
             scheme: s.into(),
             host: h.into(),
             path: path.into(),
+            port: None,
         }
+    }
+
+    #[test]
+    fn an_explicit_port_is_kept_apart_from_the_host() {
+        let r = p(r#"{"url": "http://Example.com:8081/a"}"#).unwrap();
+        let want = Url {
+            port: Some(8081),
+            ..url("http", "example.com", "/a")
+        };
+        assert_eq!(r.scope, Scope::Urls(vec![want]));
     }
 
     #[test]

@@ -2,32 +2,50 @@
 
 use crate::store::{Key, UrlId};
 
-/// Lowercases a host, drops a trailing dot and a port that is the scheme's default, so that
-/// `Example.COM.:443` and `example.com` address the same entries over https.
-pub fn normalize_host(scheme: &str, host: &str) -> String {
-    let mut h = host.trim().to_ascii_lowercase();
-    let default_port = match scheme {
-        "https" => Some(":443"),
-        "http" => Some(":80"),
-        _ => None,
-    };
-    if let Some(p) = default_port {
-        if let Some(stripped) = h.strip_suffix(p) {
-            if !stripped.ends_with(']') || stripped.starts_with('[') {
-                h = stripped.to_string();
-            }
-        }
-    }
-    if let Some(stripped) = h.strip_suffix('.') {
-        h = stripped.to_string();
-    }
-    h
+/// A host as the cache sees it: lowercase, no trailing dot, and the port split off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: Option<u16>,
 }
 
-/// The default cache key: scheme, normalized host and request URI, each length-prefixed by
-/// `Key::derive` so no two different requests derive the same key.
-pub fn default_key(scheme: &str, host: &str, uri: &[u8]) -> Key {
-    Key::derive(&[b"url", scheme.as_bytes(), host.as_bytes(), uri])
+/// Splits `Example.COM.:8080` into `example.com` and 8080 (IPv6 literals keep their brackets).
+/// A port that does not parse stays part of the host, which then matches nothing cached.
+pub fn split_host(host: &str) -> HostPort {
+    let h = host.trim().to_ascii_lowercase();
+    let (name, port) = match h.rfind(':') {
+        Some(i) if !h[i..].contains(']') && (h.starts_with('[') || !h[..i].contains(':')) => {
+            match h[i + 1..].parse::<u16>() {
+                Ok(p) => (h[..i].to_string(), Some(p)),
+                Err(_) => (h.clone(), None),
+            }
+        }
+        _ => (h.clone(), None),
+    };
+    let name = name.strip_suffix('.').map(str::to_string).unwrap_or(name);
+    HostPort { host: name, port }
+}
+
+pub fn default_port(scheme: &str) -> u16 {
+    if scheme == "https" {
+        443
+    } else {
+        80
+    }
+}
+
+/// The default cache key: scheme, normalized host, the port the request arrived on, and the
+/// request URI, each length-prefixed by `Key::derive`. The port keeps two sites with the same
+/// name on different listeners apart; it is the listener's, not the Host header's, so a
+/// client cannot address another listener's entries.
+pub fn default_key(scheme: &str, host: &str, port: u16, uri: &[u8]) -> Key {
+    Key::derive(&[
+        b"url",
+        scheme.as_bytes(),
+        host.as_bytes(),
+        &port.to_le_bytes(),
+        uri,
+    ])
 }
 
 /// The key for a configured `pagespeed_cache_key` value (kept apart from the default's
@@ -36,12 +54,15 @@ pub fn custom_key(value: &[u8]) -> Key {
     Key::derive(&[b"custom", value])
 }
 
-/// An owned URL identity.
+/// An owned URL identity. Purge scopes use scheme, host and path only (a purge reaches the
+/// URL on every port: more, never less); `port` picks the keys deleted at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
     pub scheme: String,
     pub host: String,
     pub path: String,
+    /// Given explicitly (in a purge URL) or known (the request's listener).
+    pub port: Option<u16>,
 }
 
 impl Url {
@@ -53,17 +74,30 @@ impl Url {
         }
     }
 
-    pub fn key(&self) -> Key {
-        default_key(&self.scheme, &self.host, self.path.as_bytes())
+    /// The keys this URL is cached under: its own port, else each of `fallback` (the purge
+    /// request's listener, the scheme's default port).
+    pub fn keys(&self, fallback: &[u16]) -> Vec<Key> {
+        let mut ports: Vec<u16> = match self.port {
+            Some(p) => vec![p],
+            None => fallback.to_vec(),
+        };
+        ports.dedup();
+        ports
+            .into_iter()
+            .map(|p| default_key(&self.scheme, &self.host, p, self.path.as_bytes()))
+            .collect()
     }
 
-    /// Both spellings a dependent entry may use for this resource in `Cache-Tag`.
-    pub fn tag_spellings(&self) -> [String; 2] {
-        let path = self.path.clone();
-        [
-            path,
+    /// The spellings a dependent entry may use for this resource in `Cache-Tag`.
+    pub fn tag_spellings(&self) -> Vec<String> {
+        let mut v = vec![
+            self.path.clone(),
             format!("{}://{}{}", self.scheme, self.host, self.path),
-        ]
+        ];
+        if let Some(p) = self.port.filter(|&p| p != default_port(&self.scheme)) {
+            v.push(format!("{}://{}:{p}{}", self.scheme, self.host, self.path));
+        }
+        v
     }
 }
 
@@ -72,21 +106,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hosts_normalize_case_trailing_dot_and_default_port() {
-        assert_eq!(normalize_host("https", "Example.COM:443"), "example.com");
-        assert_eq!(normalize_host("http", "example.com."), "example.com");
-        assert_eq!(
-            normalize_host("http", "example.com:8080"),
-            "example.com:8080"
-        );
-        assert_eq!(normalize_host("https", "example.com:80"), "example.com:80");
+    fn hosts_normalize_case_trailing_dot_and_split_the_port() {
+        let hp = |h: &str| {
+            let x = split_host(h);
+            (x.host, x.port)
+        };
+        assert_eq!(hp("Example.COM:443"), ("example.com".into(), Some(443)));
+        assert_eq!(hp("example.com."), ("example.com".into(), None));
+        assert_eq!(hp("example.com.:8080"), ("example.com".into(), Some(8080)));
+        assert_eq!(hp("[::1]:8080"), ("[::1]".into(), Some(8080)));
+        assert_eq!(hp("[::1]"), ("[::1]".into(), None));
+        assert_eq!(hp("a.com:http"), ("a.com:http".into(), None));
     }
 
     #[test]
-    fn keys_differ_by_scheme_host_and_uri() {
-        let k = default_key("https", "a.com", b"/x");
-        assert_ne!(k, default_key("http", "a.com", b"/x"));
-        assert_ne!(k, default_key("https", "a.co", b"m/x"));
+    fn keys_differ_by_scheme_host_port_and_uri() {
+        let k = default_key("https", "a.com", 443, b"/x");
+        assert_ne!(k, default_key("http", "a.com", 443, b"/x"));
+        assert_ne!(k, default_key("https", "a.co", 443, b"m/x"));
+        assert_ne!(k, default_key("https", "a.com", 8443, b"/x"));
         assert_ne!(k, custom_key(b"httpsa.com/x"));
+    }
+
+    #[test]
+    fn a_url_without_a_port_names_the_keys_of_each_fallback_port() {
+        let u = Url {
+            scheme: "http".into(),
+            host: "a.com".into(),
+            path: "/x".into(),
+            port: None,
+        };
+        assert_eq!(
+            u.keys(&[8080, 80]),
+            vec![
+                default_key("http", "a.com", 8080, b"/x"),
+                default_key("http", "a.com", 80, b"/x")
+            ]
+        );
+        let p = Url {
+            port: Some(81),
+            ..u.clone()
+        };
+        assert_eq!(
+            p.keys(&[8080, 80]),
+            vec![default_key("http", "a.com", 81, b"/x")]
+        );
+        assert_eq!(p.tag_spellings().len(), 3);
+        assert_eq!(u.tag_spellings(), ["/x", "http://a.com/x"]);
     }
 }

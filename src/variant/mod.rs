@@ -183,6 +183,47 @@ pub fn on_fill(kind: SourceKind, policy: &VariantPolicy) -> Vec<Descriptor> {
     out
 }
 
+impl VariantPolicy {
+    pub fn any(&self) -> bool {
+        *self != VariantPolicy::default()
+    }
+
+    fn images(&self) -> bool {
+        self.webp || self.avif || self.resize || self.save_data
+    }
+}
+
+/// The request headers a response of `kind` varies on under `policy`: what a downstream
+/// cache must key on, on the original as much as on its variants.
+pub fn vary_headers(kind: SourceKind, policy: &VariantPolicy) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if kind.is_image() && policy.images() {
+        if policy.webp || policy.avif {
+            v.push("Accept");
+        }
+        if policy.save_data {
+            v.push("Save-Data");
+        }
+        if policy.resize {
+            v.extend([
+                "User-Agent",
+                "Sec-CH-Viewport-Width",
+                "Viewport-Width",
+                "Sec-CH-DPR",
+                "DPR",
+            ]);
+        }
+    } else if kind == SourceKind::Text && (policy.gzip || policy.br) {
+        v.push("Accept-Encoding");
+    }
+    v
+}
+
+/// `Accept-CH` asks browsers for the hints resizing uses (they send them on later requests).
+pub fn accept_ch(policy: &VariantPolicy) -> Option<&'static str> {
+    policy.resize.then_some("Sec-CH-Viewport-Width, Sec-CH-DPR")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,6 +340,25 @@ mod tests {
         assert_eq!(best(&[Descriptor::declined(br)], &c), None);
         assert_eq!(wanted(SourceKind::Text, &c, &ALL), Some(br));
         assert_eq!(wanted(SourceKind::Text, &plain, &ALL), None);
+    }
+
+    #[test]
+    fn responses_vary_on_what_selected_them() {
+        assert_eq!(
+            vary_headers(SourceKind::Jpeg, &ALL)[..2],
+            ["Accept", "Save-Data"]
+        );
+        assert!(vary_headers(SourceKind::Jpeg, &ALL).contains(&"Sec-CH-DPR"));
+        assert_eq!(vary_headers(SourceKind::Text, &ALL), ["Accept-Encoding"]);
+        assert!(vary_headers(SourceKind::Other, &ALL).is_empty());
+        let webp_only = VariantPolicy {
+            webp: true,
+            ..Default::default()
+        };
+        assert_eq!(vary_headers(SourceKind::Png, &webp_only), ["Accept"]);
+        assert!(vary_headers(SourceKind::Text, &webp_only).is_empty());
+        assert_eq!(accept_ch(&ALL), Some("Sec-CH-Viewport-Width, Sec-CH-DPR"));
+        assert_eq!(accept_ch(&webp_only), None);
     }
 
     #[test]
