@@ -402,7 +402,8 @@ unsafe fn inspect(
     let mut entries = Vec::new();
     for s in schemes {
         // Without a port, the listener this status request came in on.
-        for p in [port.unwrap_or(here)] {
+        {
+            let p = port.unwrap_or(here);
             let key = default_key(s, host, p, path.as_bytes());
             let alternates = match store.alternates(&key) {
                 Ok(a) => a,

@@ -9,8 +9,9 @@ use nginx_sys::{
     ngx_http_discard_request_body, ngx_http_handler_pt, ngx_http_output_body_filter_pt,
     ngx_http_output_header_filter_pt, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE,
     ngx_http_request_t, ngx_http_send_header, ngx_http_variable_value_t, ngx_int_t, ngx_pnalloc,
-    ngx_pool_t, ngx_str_t, ngx_table_elt_t, ngx_uint_t, NGX_DECLINED, NGX_ERROR, NGX_HTTP_GET,
-    NGX_HTTP_HEAD, NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_WARN, NGX_OK,
+    ngx_pool_t, ngx_str_t, ngx_table_elt_t, ngx_uint_t, NGX_DECLINED, NGX_ERROR, NGX_HTTP_DELETE,
+    NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_PATCH, NGX_HTTP_POST, NGX_HTTP_PUT,
+    NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::core::Pool;
 use ngx::http::{HttpModule, HttpModuleMainConf, NgxHttpCoreModule};
@@ -21,7 +22,8 @@ use super::util::{
     bytes, fault_log_allowed, guard, header_in, headers, loc_conf, local_port, push_header,
     send_body,
 };
-use super::{admin, Module};
+use super::{admin, builder, Module};
+use ngx_http_pagespeed_module::build::pool::{transformable, Job, SOURCE};
 use ngx_http_pagespeed_module::http::cache_control::{
     parse_http_date, storable, CacheControl, ResponseFacts,
 };
@@ -30,7 +32,9 @@ use ngx_http_pagespeed_module::http::url::{custom_key, default_key, split_host, 
 use ngx_http_pagespeed_module::store::{
     Alternate, CommitOutcome, FillTicket, Freshness, Key, Lookup, ScopeSet, Sink,
 };
-use ngx_http_pagespeed_module::variant::{score, Capabilities, Descriptor, Encoding};
+use ngx_http_pagespeed_module::variant::{
+    accept_ch, on_fill, score, vary_headers, wanted, Capabilities, Descriptor, Encoding, SourceKind,
+};
 
 /// What the cache did for a request: `$pagespeed_cache_status` and `X-Cache` say this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +85,8 @@ struct Fill {
 
 struct Pending {
     descriptor: u32,
+    /// What the original is (from its Content-Type): decides which variants it gets.
+    kind: SourceKind,
     meta: Vec<u8>,
     scopes: ScopeSet,
     body: Vec<u8>,
@@ -91,6 +97,8 @@ pub struct RequestCtx {
     status: CacheStatus,
     served: Option<Served>,
     fill: Option<Fill>,
+    /// An unsafe method's target: invalidated if the response is not an error (RFC 9111 4.4).
+    invalidate: Option<(Key, Url)>,
 }
 
 static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
@@ -267,14 +275,20 @@ unsafe fn precontent(r: *mut ngx_http_request_t) -> ngx_int_t {
         };
         let method = (*r).method as u32;
         if method != NGX_HTTP_GET && method != NGX_HTTP_HEAD {
-            set_ctx(
-                r,
-                RequestCtx {
-                    status: CacheStatus::Bypass,
-                    served: None,
-                    fill: None,
-                },
-            );
+            let unsafe_method =
+                method & (NGX_HTTP_POST | NGX_HTTP_PUT | NGX_HTTP_DELETE | NGX_HTTP_PATCH) != 0;
+            let invalidate = if unsafe_method {
+                request_identity(r, lcf)
+            } else {
+                None
+            };
+            let c = RequestCtx {
+                status: CacheStatus::Bypass,
+                served: None,
+                fill: None,
+                invalidate,
+            };
+            set_ctx(r, c);
             return declined;
         }
         let Some((key, url)) = request_identity(r, lcf) else {
@@ -282,7 +296,9 @@ unsafe fn precontent(r: *mut ngx_http_request_t) -> ngx_int_t {
         };
         let request_header = |name: &str| header_in(r, name);
         let caps = Capabilities::from_request(&request_header);
+        let mut present: Vec<u32> = Vec::new();
         let select = |d: u32, meta: &[u8]| {
+            present.push(d);
             let d = Descriptor(d);
             let s = score(d, &caps)?;
             (!d.origin_varies() || StoredMeta::vary_matches(meta, &request_header)).then_some(s)
@@ -302,10 +318,12 @@ unsafe fn precontent(r: *mut ngx_http_request_t) -> ngx_int_t {
                             body: sink.ptr.add(hit.meta_len),
                             body_len: hit.body_len,
                         };
+                        request_build(lcf, &key, &url, &caps, &present, &served.meta.content_type);
                         let c = RequestCtx {
                             status: CacheStatus::Hit,
                             served: Some(served),
                             fill: None,
+                            invalidate: None,
                         };
                         if set_ctx(r, c).is_some() {
                             (*r).content_handler = Some(serve_handler);
@@ -351,6 +369,7 @@ unsafe fn precontent(r: *mut ngx_http_request_t) -> ngx_int_t {
                 status,
                 served: None,
                 fill,
+                invalidate: None,
             },
         );
         declined
@@ -428,6 +447,9 @@ unsafe fn serve(r: *mut ngx_http_request_t) -> ngx_int_t {
                 }
                 _ => {}
             }
+        }
+        if !variant_headers(r, loc_conf(r), &m.content_type) {
+            return NGX_ERROR as ngx_int_t;
         }
         let age = m.age_at(nginx_sys::ngx_time() as i64).to_string();
         if push_header(r, b"X-Cache", CacheStatus::Hit.x_cache()).is_none()
@@ -533,8 +555,13 @@ unsafe fn decide(r: *mut ngx_http_request_t) {
             return;
         }
         let Some(store) = store() else { return };
+        let lcf = loc_conf(r);
+        if let Some((key, url)) = c.invalidate.take() {
+            if (*r).headers_out.status < 400 {
+                invalidate(r, store, &key, &url);
+            }
+        }
         if let Some(fill) = c.fill.as_mut() {
-            let lcf = loc_conf(r);
             match pending_from_response(r, lcf, store, fill) {
                 Some(p) => fill.store = Some(p),
                 None => {
@@ -542,6 +569,11 @@ unsafe fn decide(r: *mut ngx_http_request_t) {
                     c.status = CacheStatus::Bypass;
                 }
             }
+        }
+        // After the capture read the origin's headers: our Vary is not the origin's.
+        if c.status != CacheStatus::Bypass || c.fill.is_some() {
+            let ct = bytes(&(*r).headers_out.content_type).to_vec();
+            variant_headers(r, lcf, &ct);
         }
         let _ = push_header(r, b"X-Cache", c.status.x_cache());
     }
@@ -647,6 +679,7 @@ unsafe fn pending_from_response(
         let capacity = facts.content_length.unwrap_or(0).min(max) as usize;
         Some(Pending {
             descriptor: Descriptor::original(encoding, vary_hash).0,
+            kind: SourceKind::from_content_type(bytes(&out.content_type)),
             meta,
             scopes,
             body: Vec::with_capacity(capacity),
@@ -743,6 +776,80 @@ fn read_file_part(p: &mut Pending, fd: i32, start: i64, end: i64) -> bool {
     true
 }
 
+/// Queues the variant this client would be best served by, when its source is cached and the
+/// variant is neither stored nor declined yet. The client gets the best stored alternate now
+/// (e.g. WebP while its AVIF is built).
+fn request_build(
+    lcf: &LocConf,
+    key: &Key,
+    url: &Url,
+    caps: &Capabilities,
+    present: &[u32],
+    served_type: &[u8],
+) {
+    let policy = lcf.variants();
+    if !policy.any() || !present.contains(&SOURCE.0) {
+        return;
+    }
+    let Some(target) = wanted(SourceKind::from_content_type(served_type), caps, &policy) else {
+        return;
+    };
+    if present.contains(&target.0) || present.contains(&Descriptor::declined(target).0) {
+        return;
+    }
+    builder::submit(Job {
+        key: *key,
+        target,
+        url: url.path.clone(),
+    });
+}
+
+/// Adds the `Vary` (and `Accept-CH`) a response of this type needs under the location's
+/// variant policy, on originals and variants alike. False if the pool ran out.
+///
+/// # Safety
+/// `r` must be a live request whose header has not been sent.
+unsafe fn variant_headers(r: *mut ngx_http_request_t, lcf: &LocConf, content_type: &[u8]) -> bool {
+    let policy = lcf.variants();
+    if !policy.any() {
+        return true;
+    }
+    let vary = vary_headers(SourceKind::from_content_type(content_type), &policy);
+    // SAFETY: as documented.
+    unsafe {
+        if !vary.is_empty() && push_header(r, b"Vary", vary.join(", ").as_bytes()).is_none() {
+            return false;
+        }
+        if let Some(ch) = accept_ch(&policy) {
+            if push_header(r, b"Accept-CH", ch.as_bytes()).is_none() {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// RFC 9111 4.4: a non-error response to an unsafe method invalidates its target URI.
+unsafe fn invalidate(
+    r: *mut ngx_http_request_t,
+    store: &ngx_http_pagespeed_module::store::Store,
+    key: &Key,
+    url: &Url,
+) {
+    if let Err(f) = store.purge_url(&[url.id()], &[], &[*key], false) {
+        if fault_log_allowed() {
+            // SAFETY: r is live.
+            let log = unsafe { (*(*r).connection).log };
+            ngx_log_error!(
+                NGX_LOG_WARN,
+                log,
+                "pagespeed cache: invalidation after {} not applied: {f}",
+                url.path
+            );
+        }
+    }
+}
+
 unsafe fn commit(
     r: *mut ngx_http_request_t,
     store: &ngx_http_pagespeed_module::store::Store,
@@ -756,7 +863,21 @@ unsafe fn commit(
         body: &p.body,
     };
     match store.commit(fill.ticket, &fill.key, &alt) {
-        CommitOutcome::Stored | CommitOutcome::Fenced | CommitOutcome::TooLarge => {}
+        CommitOutcome::Stored => {
+            // SAFETY: r is live.
+            let lcf = unsafe { loc_conf(r) };
+            let policy = lcf.variants();
+            if lcf.build_on_fill == 1 && transformable(Descriptor(p.descriptor)) {
+                for target in on_fill(p.kind, &policy) {
+                    builder::submit(Job {
+                        key: fill.key,
+                        target,
+                        url: fill.url.path.clone(),
+                    });
+                }
+            }
+        }
+        CommitOutcome::Fenced | CommitOutcome::TooLarge => {}
         CommitOutcome::Fault(f) => {
             if fault_log_allowed() {
                 // SAFETY: r is live.
