@@ -230,7 +230,9 @@ fn process(shared_store: &Shared, job: &Job) {
             ));
         }
         // The sentinel shares the original's metadata so it expires and is purged with it.
-        let _ = commit(Descriptor::declined(job.target), &src.meta, &[]);
+        if commit(Descriptor::declined(job.target), &src.meta, &[]) == CommitOutcome::Fenced {
+            store.count_build(BuildCounter::Fenced);
+        }
     };
     // The source's own Content-Type says how to decode it (the request that queued the job
     // may only have seen a variant).

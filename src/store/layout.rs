@@ -28,8 +28,9 @@ pub const MIN_SEGMENT: u64 = 1 << 20;
 pub const MAX_SEGMENT: u64 = 1 << 40;
 /// Shards bound lock contention; 64 is plenty for any worker count nginx is run with.
 pub const MAX_SHARDS: u64 = 64;
-/// Aim for shards of at least this size so one shard still holds large objects.
-pub const TARGET_SHARD_BYTES: u64 = 16 << 20;
+/// Shards of about this size: enough of them that workers rarely share a lock, each large
+/// enough that one shard still holds a 2 MiB object (a quarter of its arena).
+pub const TARGET_SHARD_BYTES: u64 = 8 << 20;
 /// Index slots are provisioned one per this many arena bytes (objects average above it).
 pub const ARENA_BYTES_PER_INDEX_SLOT: u64 = 1024;
 
@@ -127,6 +128,13 @@ fn prev_pow2(v: u64) -> u64 {
 impl Layout {
     /// Computes the layout for a segment of `total_size` bytes (rounded down to a page).
     pub fn for_size(total_size: u64) -> Option<Layout> {
+        Layout::for_object_size(total_size, 0)
+    }
+
+    /// As `for_size`, with shards large enough that an object of `max_object` bytes takes
+    /// at most a quarter of one (FIFO eviction needs room to rotate). None if the segment
+    /// cannot hold even one such shard.
+    pub fn for_object_size(total_size: u64, max_object: u64) -> Option<Layout> {
         let total_size = total_size / PAGE * PAGE;
         if !(MIN_SEGMENT..=MAX_SEGMENT).contains(&total_size) {
             return None;
@@ -138,7 +146,9 @@ impl Layout {
         let tables = (url_slots + prefix_slots + tag_slots) * 8 * 2;
         let shards_offset = (HEADER_BYTES + tables).div_ceil(PAGE) * PAGE;
         let rest = total_size.checked_sub(shards_offset)?;
-        let shard_count = prev_pow2((rest / TARGET_SHARD_BYTES).clamp(1, MAX_SHARDS));
+        let shard_target =
+            TARGET_SHARD_BYTES.max(max_object.saturating_mul(4).saturating_add(1 << 20));
+        let shard_count = prev_pow2((rest / shard_target).clamp(1, MAX_SHARDS));
         let shard_bytes = rest / shard_count / PAGE * PAGE;
         let index_slots =
             ((shard_bytes - SHARD_HEADER_BYTES) / (ARENA_BYTES_PER_INDEX_SLOT + 48)).max(64);
@@ -152,7 +162,7 @@ impl Layout {
             shards_offset,
             index_slots: index_slots as u32,
         };
-        (layout.arena_bytes() >= 64 * 1024).then_some(layout)
+        (layout.arena_bytes() >= (64 * 1024).max(max_object.saturating_mul(4))).then_some(layout)
     }
 
     pub fn table_offset(&self, table: Table) -> u64 {
@@ -240,6 +250,18 @@ mod tests {
             assert!(l.arena_bytes() >= 64 * 1024);
             assert!(l.shard_count.is_power_of_two());
         }
+    }
+
+    #[test]
+    fn a_large_max_object_makes_fewer_larger_shards() {
+        let small = Layout::for_size(256 << 20).unwrap();
+        let big = Layout::for_object_size(256 << 20, 16 << 20).unwrap();
+        assert!(big.shard_count < small.shard_count);
+        assert!(big.arena_bytes() >= 64 << 20);
+        assert!(
+            Layout::for_object_size(8 << 20, 4 << 20).is_none(),
+            "8m cannot hold a 4m object 4 times"
+        );
     }
 
     #[test]

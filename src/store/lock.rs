@@ -98,6 +98,21 @@ impl RobustMutex {
         }
     }
 
+    /// Locks only if free right now: `Ok(None)` when another holder has it.
+    pub fn try_lock(&self) -> Result<Option<Acquired>, LockError> {
+        // SAFETY: the mutex was initialized by `init` in this segment.
+        match unsafe { libc::pthread_mutex_trylock(self.raw.get()) } {
+            0 => Ok(Some(Acquired::Clean)),
+            libc::EBUSY => Ok(None),
+            libc::EOWNERDEAD => {
+                // SAFETY: EOWNERDEAD grants ownership.
+                unsafe { libc::pthread_mutex_consistent(self.raw.get()) };
+                Ok(Some(Acquired::OwnerDied))
+            }
+            other => Err(LockError::Os(other)),
+        }
+    }
+
     /// Unlocks a mutex this thread holds.
     pub fn unlock(&self) {
         // SAFETY: only called by guards that hold the lock.

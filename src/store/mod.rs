@@ -35,13 +35,15 @@ pub const MAX_ALTERNATES: u32 = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    #[error("cache size {0} is outside 1 MiB .. 1 TiB")]
+    #[error(
+        "cache size {0} is outside 1 MiB .. 1 TiB, or too small for four objects of max_object"
+    )]
     BadSize(u64),
     #[error("{0}")]
     Io(String),
     #[error("{0}")]
     InUse(String),
-    #[error("max object size {0} exceeds what one shard holds ({1})")]
+    #[error("max_object {0} needs a larger cache: at most about {1} bytes fit this size")]
     MaxObject(u64, u64),
 }
 
@@ -196,9 +198,18 @@ pub struct Store {
 
 impl Store {
     pub fn open(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        let plain = Layout::for_size(cfg.size).ok_or(StoreError::BadSize(cfg.size))?;
+        if Layout::for_object_size(cfg.size, cfg.max_object).is_none() {
+            // The most one shard spanning the whole segment could hold.
+            let most = plain.arena_bytes() * plain.shard_count as u64 / 4;
+            return Err(StoreError::MaxObject(cfg.max_object, most));
+        }
         let (seg, opened) = match &cfg.backing {
-            Backing::File(path) => Segment::open_file(path, cfg.size)?,
-            Backing::Anonymous => (Segment::open_anonymous(cfg.size)?, Opened::Created),
+            Backing::File(path) => Segment::open_file(path, cfg.size, cfg.max_object)?,
+            Backing::Anonymous => (
+                Segment::open_anonymous(cfg.size, cfg.max_object)?,
+                Opened::Created,
+            ),
         };
         let shard_limit = seg.layout.arena_bytes() / 4;
         let max_object = match cfg.max_object {
@@ -278,32 +289,67 @@ impl Store {
         }
     }
 
-    fn hard_purged(&self, scope: &ScopeView, stamp: u64) -> bool {
-        let after = |t: Table, slot: u32| {
-            self.seg
-                .table(t)
-                .get(slot as usize)
-                .is_none_or(|v| v.load(Acquire) > stamp)
-        };
-        self.seg.header().flush_hard.load(Acquire) > stamp
-            || after(Table::UrlHard, scope.url())
-            || scope.prefixes().any(|p| after(Table::PrefixHard, p))
-            || scope.tags().any(|t| after(Table::TagHard, t))
-            || (scope.tag_overflow() && after(Table::TagHard, TAG_OVERFLOW_SLOT))
+    /// Whether a bucket was purged after `stamp`. A bucket above the published `clock` was
+    /// written by a purge that has not published yet: a live one (it will, before it answers)
+    /// or a dead one (it never will), which `repair_unpublished` settles.
+    fn bucket_after(&self, t: Table, slot: u32, stamp: u64, clock: u64) -> bool {
+        match self.seg.table(t).get(slot as usize) {
+            Some(v) => {
+                let v = v.load(Acquire);
+                if v > clock {
+                    self.repair_unpublished(clock);
+                }
+                v > stamp
+            }
+            None => true,
+        }
     }
 
-    fn soft_purged(&self, scope: &ScopeView, stamp: u64) -> bool {
-        let after = |t: Table, slot: u32| {
-            self.seg
-                .table(t)
-                .get(slot as usize)
-                .is_none_or(|v| v.load(Acquire) > stamp)
+    fn scope_purged(&self, scope: &ScopeView, stamp: u64, clock: u64, soft: bool) -> bool {
+        let h = self.seg.header();
+        let (flush, url, prefix, tag) = if soft {
+            (
+                &h.flush_soft,
+                Table::UrlSoft,
+                Table::PrefixSoft,
+                Table::TagSoft,
+            )
+        } else {
+            (
+                &h.flush_hard,
+                Table::UrlHard,
+                Table::PrefixHard,
+                Table::TagHard,
+            )
         };
-        self.seg.header().flush_soft.load(Acquire) > stamp
-            || after(Table::UrlSoft, scope.url())
-            || scope.prefixes().any(|p| after(Table::PrefixSoft, p))
-            || scope.tags().any(|t| after(Table::TagSoft, t))
-            || (scope.tag_overflow() && after(Table::TagSoft, TAG_OVERFLOW_SLOT))
+        let f = flush.load(Acquire);
+        if f > clock {
+            self.repair_unpublished(clock);
+        }
+        f > stamp
+            || self.bucket_after(url, scope.url(), stamp, clock)
+            || scope
+                .prefixes()
+                .any(|p| self.bucket_after(prefix, p, stamp, clock))
+            || scope
+                .tags()
+                .any(|t| self.bucket_after(tag, t, stamp, clock))
+            || (scope.tag_overflow() && self.bucket_after(tag, TAG_OVERFLOW_SLOT, stamp, clock))
+    }
+
+    /// Publishes the clock a dead purger left unpublished. Without this, tickets keep the old
+    /// clock and every fill its buckets cover is fenced until some other purge. Safe: if the
+    /// purge lock is free no purge is running, so a bucket above the clock can only come from
+    /// one that died after its table writes (at most clock + 1); publishing makes its purge
+    /// count, which invalidates more, never less.
+    fn repair_unpublished(&self, seen: u64) {
+        let h = self.seg.header();
+        if let Ok(Some(_)) = h.purge_lock.try_lock() {
+            let _unlock = PurgeLockGuard(&h.purge_lock);
+            let _ = h
+                .purge_clock
+                .compare_exchange(seen, seen + 1, AcqRel, Acquire);
+        }
     }
 
     fn validity(
@@ -318,9 +364,9 @@ impl Store {
             return Ok(Validity::Fresh);
         }
         let view = ScopeView::parse(scope).ok_or(Corrupt)?;
-        Ok(if self.hard_purged(&view, stamp) {
+        Ok(if self.scope_purged(&view, stamp, clock, false) {
             Validity::Purged
-        } else if self.soft_purged(&view, stamp) {
+        } else if self.scope_purged(&view, stamp, clock, true) {
             Validity::Stale
         } else {
             Validity::Fresh
@@ -342,7 +388,8 @@ impl Store {
                 // Checked under the lock a URL purge takes to delete this key: either the purge's
                 // table write is visible here, or its delete comes after this insert.
                 let view = ScopeView::parse(&scope).ok_or(Corrupt)?;
-                if self.hard_purged(&view, ticket.stamp) {
+                let clock = self.seg.header().purge_clock.load(Acquire);
+                if self.scope_purged(&view, ticket.stamp, clock, false) {
                     sh.count(ShardCounter::Fenced);
                     return Ok(CommitOutcome::Fenced);
                 }
@@ -607,12 +654,11 @@ impl Store {
             let mut deleted = 0;
             if !soft {
                 for k in keys {
-                    // The table write above already made the entry invalid; deleting frees it.
-                    // A damaged shard resets, which deletes too.
-                    match self.with_shard(self.shard_of(k), |sh| sh.remove_key(&k.0)) {
-                        Ok(n) => deleted += n,
-                        Err(Fault::Corrupt) => {}
-                        Err(e) => return Err(e),
+                    // The table write above already made the entry invalid; deleting only
+                    // frees its space now. A shard we cannot lock (or that was damaged and
+                    // reset) does not stop the purge from being published.
+                    if let Ok(n) = self.with_shard(self.shard_of(k), |sh| sh.remove_key(&k.0)) {
+                        deleted += n;
                     }
                 }
             }

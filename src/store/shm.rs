@@ -37,8 +37,12 @@ pub enum Opened {
 
 impl Segment {
     /// Opens (or creates) a file-backed segment of `size` bytes.
-    pub fn open_file(path: &Path, size: u64) -> Result<(Segment, Opened), StoreError> {
-        let layout = Layout::for_size(size).ok_or(StoreError::BadSize(size))?;
+    pub fn open_file(
+        path: &Path,
+        size: u64,
+        max_object: u64,
+    ) -> Result<(Segment, Opened), StoreError> {
+        let layout = Layout::for_object_size(size, max_object).ok_or(StoreError::BadSize(size))?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -110,8 +114,8 @@ impl Segment {
     }
 
     /// Creates an anonymous shared segment (memfd): shared by forked children, gone on exit.
-    pub fn open_anonymous(size: u64) -> Result<Segment, StoreError> {
-        let layout = Layout::for_size(size).ok_or(StoreError::BadSize(size))?;
+    pub fn open_anonymous(size: u64, max_object: u64) -> Result<Segment, StoreError> {
+        let layout = Layout::for_object_size(size, max_object).ok_or(StoreError::BadSize(size))?;
         // SAFETY: the name is a valid NUL-terminated string; the returned fd is checked.
         let fd = unsafe { libc::memfd_create(c"ngx_pagespeed_cache".as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
