@@ -98,7 +98,7 @@ my $s = json_of($r) // {};
 my @counters = qw/hits stale_hits misses stored fenced rejected_reads
     checksum_failures evictions too_large replaced lock_recoveries
     corrupt_resets purges_url purges_prefix purges_tag purges_all purges_soft
-    builds_done builds_declined builds_failed builds_dropped builds_fenced/;
+    builds_started builds_done builds_declined builds_failed builds_dropped builds_fenced/;
 my @gauges = qw/purge_clock entries alternates bytes_used bytes_capacity
     shards/;
 is_deeply([grep { !exists $s->{$_} } @counters, @gauges, 'max_object'], [],

@@ -15,7 +15,7 @@ use lib 't/lib';
 use Test::Nginx;
 use Test::Nginx::Images qw(png truncated_png bomb_png);
 
-my $t = Test::Nginx->new()->has(qw/http proxy/)->plan(51);
+my $t = Test::Nginx->new()->has(qw/http proxy/)->plan(52);
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 %%TEST_GLOBALS%%
@@ -216,9 +216,11 @@ ok(keys %workers >= 1, 'answered by ' . scalar(keys %workers) . ' worker(s)');
 # build starts at once and is still running when the purge lands.
 ok(eventually(sub { has_variant('/photo.png', 'avif', 'webp') }), 'builders idle again');
 my $fenced_before = counter('builds_fenced');
+my $started = counter('builds_started');
 $r = get('/avif-only/slow.png', Accept => $AVIF_WEBP);
 is($r->{headers}{'x-cache'}, 'MISS', 'slow image: the MISS queues its AVIF build');
-sleep 0.1;
+# Purge once the build has read its source: an AVIF encode of a megapixel takes seconds.
+ok(eventually(sub { counter('builds_started') > $started }), 'the build started');
 $p = parse_response(http_post('/purge', '{"url": "/avif-only/slow.png"}'));
 is($p->{status}, 200, 'purged while the build runs');
 ok(eventually(sub { counter('builds_fenced') > $fenced_before }), 'the running build was fenced');

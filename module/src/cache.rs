@@ -33,7 +33,8 @@ use ngx_http_pagespeed_module::store::{
     Alternate, CommitOutcome, FillTicket, Freshness, Key, Lookup, ScopeSet, Sink,
 };
 use ngx_http_pagespeed_module::variant::{
-    accept_ch, on_fill, score, vary_headers, wanted, Capabilities, Descriptor, Encoding, SourceKind,
+    accept_ch, on_fill, score, vary_headers, wanted, Capabilities, CapabilityHeaders, Descriptor,
+    Encoding, SourceKind,
 };
 
 /// What the cache did for a request: `$pagespeed_cache_status` and `X-Cache` say this.
@@ -295,8 +296,18 @@ unsafe fn precontent(r: *mut ngx_http_request_t) -> ngx_int_t {
             return declined;
         };
         let request_header = |name: &str| header_in(r, name);
-        let caps = Capabilities::from_request(&request_header);
-        let mut present: Vec<u32> = Vec::new();
+        // One walk over the request headers, borrowing their values.
+        let mut wanted_headers = CapabilityHeaders::default();
+        for h in headers(&(*r).headers_in.headers) {
+            if !h.lowcase_key.is_null() {
+                wanted_headers.offer(
+                    std::slice::from_raw_parts(h.lowcase_key, h.key.len),
+                    bytes(&h.value),
+                );
+            }
+        }
+        let caps = Capabilities::from_headers(&wanted_headers);
+        let mut present = Present::default();
         let select = |d: u32, meta: &[u8]| {
             present.push(d);
             let d = Descriptor(d);
@@ -318,7 +329,14 @@ unsafe fn precontent(r: *mut ngx_http_request_t) -> ngx_int_t {
                             body: sink.ptr.add(hit.meta_len),
                             body_len: hit.body_len,
                         };
-                        request_build(lcf, &key, &url, &caps, &present, &served.meta.content_type);
+                        request_build(
+                            lcf,
+                            &key,
+                            &url,
+                            &caps,
+                            present.as_slice(),
+                            &served.meta.content_type,
+                        );
                         let c = RequestCtx {
                             status: CacheStatus::Hit,
                             served: Some(served),
@@ -774,6 +792,34 @@ fn read_file_part(p: &mut Pending, fd: i32, start: i64, end: i64) -> bool {
         done += n as usize;
     }
     true
+}
+
+/// The descriptors a lookup saw, without allocating (a key holds at most 64 alternates).
+struct Present {
+    seen: [u32; 72],
+    len: usize,
+}
+
+impl Default for Present {
+    fn default() -> Present {
+        Present {
+            seen: [0; 72],
+            len: 0,
+        }
+    }
+}
+
+impl Present {
+    fn push(&mut self, d: u32) {
+        if self.len < self.seen.len() {
+            self.seen[self.len] = d;
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[u32] {
+        &self.seen[..self.len]
+    }
 }
 
 /// Queues the variant this client would be best served by, when its source is cached and the

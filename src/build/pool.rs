@@ -202,6 +202,7 @@ fn process(shared_store: &Shared, job: &Job) {
         // Purged, evicted or expired since the job was queued: nothing to build.
         Ok(None) | Err(_) => return,
     };
+    store.count_build(BuildCounter::Started);
     let Some(meta) = StoredMeta::decode(&src.meta) else {
         store.count_build(BuildCounter::Failed);
         return;

@@ -730,6 +730,7 @@ impl Store {
             purges_tag: h.purge_counters[PurgeCounter::Tag as usize].load(Relaxed),
             purges_all: h.purge_counters[PurgeCounter::All as usize].load(Relaxed),
             purges_soft: h.purge_counters[PurgeCounter::Soft as usize].load(Relaxed),
+            builds_started: h.build_counters[BuildCounter::Started as usize].load(Relaxed),
             builds_done: h.build_counters[BuildCounter::Done as usize].load(Relaxed),
             builds_declined: h.build_counters[BuildCounter::Declined as usize].load(Relaxed),
             builds_failed: h.build_counters[BuildCounter::Failed as usize].load(Relaxed),

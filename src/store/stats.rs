@@ -38,6 +38,8 @@ pub enum BuildCounter {
     Failed = 2,
     Dropped = 3,
     Fenced = 4,
+    /// A builder read its source and began (every started build ends in one of the above).
+    Started = 5,
 }
 
 /// A snapshot of the store's counters and gauges.
@@ -60,6 +62,7 @@ pub struct Stats {
     pub purges_tag: u64,
     pub purges_all: u64,
     pub purges_soft: u64,
+    pub builds_started: u64,
     pub builds_done: u64,
     pub builds_declined: u64,
     pub builds_failed: u64,
@@ -75,7 +78,7 @@ pub struct Stats {
 
 impl Stats {
     /// (name, help, value) for exposition formats; names match the JSON keys.
-    pub fn fields(&self) -> [(&'static str, &'static str, u64); 28] {
+    pub fn fields(&self) -> [(&'static str, &'static str, u64); 29] {
         [
             ("hits", "Lookups answered from the cache", self.hits),
             (
@@ -129,6 +132,11 @@ impl Stats {
                 "purges_soft",
                 "Purges of any scope made soft",
                 self.purges_soft,
+            ),
+            (
+                "builds_started",
+                "Variant builds that read their source and began",
+                self.builds_started,
             ),
             ("builds_done", "Variants built and stored", self.builds_done),
             (

@@ -75,33 +75,89 @@ fn clip(v: &[u8]) -> &[u8] {
     &v[..v.len().min(MAX_SCAN)]
 }
 
+/// The request headers capabilities come from, borrowed; the first line of each wins.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CapabilityHeaders<'a> {
+    pub accept: Option<&'a [u8]>,
+    pub user_agent: Option<&'a [u8]>,
+    pub sec_ch_viewport_width: Option<&'a [u8]>,
+    pub viewport_width: Option<&'a [u8]>,
+    pub sec_ch_dpr: Option<&'a [u8]>,
+    pub dpr: Option<&'a [u8]>,
+    pub save_data: Option<&'a [u8]>,
+    pub accept_encoding: Option<&'a [u8]>,
+}
+
+impl<'a> CapabilityHeaders<'a> {
+    /// Offers one request header (lowercase name); keeps it if it is one of ours.
+    pub fn offer(&mut self, lc_name: &[u8], value: &'a [u8]) {
+        let slot = match lc_name {
+            b"accept" => &mut self.accept,
+            b"user-agent" => &mut self.user_agent,
+            b"sec-ch-viewport-width" => &mut self.sec_ch_viewport_width,
+            b"viewport-width" => &mut self.viewport_width,
+            b"sec-ch-dpr" => &mut self.sec_ch_dpr,
+            b"dpr" => &mut self.dpr,
+            b"save-data" => &mut self.save_data,
+            b"accept-encoding" => &mut self.accept_encoding,
+            _ => return,
+        };
+        if slot.is_none() {
+            *slot = Some(value);
+        }
+    }
+}
+
 impl Capabilities {
     /// `header` returns a request header's value by lowercase name.
     pub fn from_request(header: &dyn Fn(&str) -> Option<Vec<u8>>) -> Capabilities {
-        let accept = header("accept").unwrap_or_default();
-        let (avif, webp) = accept_image_formats(clip(&accept));
-        let hinted = header("sec-ch-viewport-width")
-            .or_else(|| header("viewport-width"))
-            .and_then(|v| parse_number(&v))
+        let names = [
+            "accept",
+            "user-agent",
+            "sec-ch-viewport-width",
+            "viewport-width",
+            "sec-ch-dpr",
+            "dpr",
+            "save-data",
+            "accept-encoding",
+        ];
+        let owned: Vec<(&str, Vec<u8>)> = names
+            .iter()
+            .filter_map(|n| Some((*n, header(n)?)))
+            .collect();
+        let mut h = CapabilityHeaders::default();
+        for (n, v) in &owned {
+            h.offer(n.as_bytes(), v);
+        }
+        Capabilities::from_headers(&h)
+    }
+
+    pub fn from_headers(h: &CapabilityHeaders) -> Capabilities {
+        let (avif, webp) = h
+            .accept
+            .map_or((false, false), |a| accept_image_formats(clip(a)));
+        let hinted = h
+            .sec_ch_viewport_width
+            .or(h.viewport_width)
+            .and_then(parse_number)
             .filter(|w| *w > 0.0);
         let (viewport, viewport_source) = match hinted {
             Some(w) => (Viewport::from_width(w), ViewportSource::ClientHint),
-            None => match header("user-agent") {
-                Some(ua) => (device_class(clip(&ua)), ViewportSource::UserAgent),
+            None => match h.user_agent {
+                Some(ua) => (device_class(clip(ua)), ViewportSource::UserAgent),
                 None => (Viewport::Original, ViewportSource::None),
             },
         };
-        let dpr = header("sec-ch-dpr")
-            .or_else(|| header("dpr"))
-            .and_then(|v| parse_number(&v));
+        let dpr = h.sec_ch_dpr.or(h.dpr).and_then(parse_number);
         let density = if dpr.is_some_and(|d| d >= 1.5) {
             Density::X2
         } else {
             Density::X1
         };
-        let save_data =
-            header("save-data").is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"on"));
-        let encoding = AcceptEncoding::parse(clip(&header("accept-encoding").unwrap_or_default()));
+        let save_data = h
+            .save_data
+            .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"on"));
+        let encoding = AcceptEncoding::parse(clip(h.accept_encoding.unwrap_or_default()));
         Capabilities {
             avif,
             webp,

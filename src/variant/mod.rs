@@ -5,7 +5,7 @@ pub mod capability;
 pub mod descriptor;
 pub mod encoding;
 
-pub use capability::{Capabilities, Density, Viewport, ViewportSource};
+pub use capability::{Capabilities, CapabilityHeaders, Density, Viewport, ViewportSource};
 pub use descriptor::{Descriptor, Encoding, Format};
 pub use encoding::AcceptEncoding;
 
