@@ -1,7 +1,7 @@
 //! The request side: what a client can take, from `Accept`, `User-Agent`, the viewport and
 //! density client hints, `Save-Data` and `Accept-Encoding`.
 
-use super::encoding::AcceptEncoding;
+use super::encoding::{weighted_items, AcceptEncoding};
 
 /// Viewport classes images are resized for; `Original` serves the source width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -182,23 +182,7 @@ fn parse_number(v: &[u8]) -> Option<f64> {
 pub fn accept_image_formats(accept: &[u8]) -> (bool, bool) {
     let mut avif = false;
     let mut webp = false;
-    for item in accept.split(|&c| c == b',') {
-        let mut parts = item.split(|&c| c == b';');
-        let media = parts
-            .next()
-            .unwrap_or_default()
-            .trim_ascii()
-            .to_ascii_lowercase();
-        let mut q_ok = true;
-        for p in parts {
-            let p = p.trim_ascii();
-            if p.len() >= 2 && p[..2].eq_ignore_ascii_case(b"q=") {
-                let q = std::str::from_utf8(&p[2..])
-                    .ok()
-                    .and_then(|s| s.trim().parse::<f32>().ok());
-                q_ok = q.is_some_and(|q| q > 0.0);
-            }
-        }
+    for (media, q_ok) in weighted_items(accept) {
         match media.as_slice() {
             b"image/avif" => avif = q_ok,
             b"image/webp" => webp = q_ok,

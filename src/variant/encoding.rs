@@ -13,6 +13,30 @@ pub struct AcceptEncoding {
     star: Option<bool>,
 }
 
+/// The items of a comma-separated header with quality values (`Accept`, `Accept-Encoding`):
+/// each lowercase name, and whether its q is above zero (absent: 1; malformed: refused).
+pub fn weighted_items(v: &[u8]) -> impl Iterator<Item = (Vec<u8>, bool)> + '_ {
+    v.split(|&c| c == b',').map(|item| {
+        let mut parts = item.split(|&c| c == b';');
+        let name = parts
+            .next()
+            .unwrap_or_default()
+            .trim_ascii()
+            .to_ascii_lowercase();
+        let mut ok = true;
+        for p in parts {
+            let p = p.trim_ascii();
+            if p.len() >= 2 && p[..2].eq_ignore_ascii_case(b"q=") {
+                let q = std::str::from_utf8(&p[2..])
+                    .ok()
+                    .and_then(|s| s.trim().parse::<f32>().ok());
+                ok = q.is_some_and(|q| q > 0.0);
+            }
+        }
+        (name, ok)
+    })
+}
+
 impl AcceptEncoding {
     pub fn parse(v: &[u8]) -> AcceptEncoding {
         let mut a = AcceptEncoding {
@@ -23,23 +47,7 @@ impl AcceptEncoding {
             identity: None,
             star: None,
         };
-        for item in v.split(|&c| c == b',') {
-            let mut parts = item.split(|&c| c == b';');
-            let name = parts
-                .next()
-                .unwrap_or_default()
-                .trim_ascii()
-                .to_ascii_lowercase();
-            let mut ok = true;
-            for p in parts {
-                let p = p.trim_ascii();
-                if p.len() >= 2 && p[..2].eq_ignore_ascii_case(b"q=") {
-                    let q = std::str::from_utf8(&p[2..])
-                        .ok()
-                        .and_then(|s| s.trim().parse::<f32>().ok());
-                    ok = q.is_some_and(|q| q > 0.0);
-                }
-            }
+        for (name, ok) in weighted_items(v) {
             let slot = match name.as_slice() {
                 b"gzip" | b"x-gzip" => &mut a.gzip,
                 b"br" => &mut a.br,
