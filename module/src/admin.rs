@@ -404,7 +404,7 @@ unsafe fn inspect(
         // Without a port, the listener this status request came in on.
         {
             let p = port.unwrap_or(here);
-            let key = default_key(s, host, p, path.as_bytes());
+            let key = default_key(s, host.as_bytes(), p, path.as_bytes());
             let alternates = match store.alternates(&key) {
                 Ok(a) => a,
                 // SAFETY: r is live.

@@ -20,14 +20,14 @@ use ngx::ngx_log_error;
 use super::config::{store, LocConf};
 use super::util::{
     bytes, fault_log_allowed, guard, header_in, headers, loc_conf, local_port, push_header,
-    send_body,
+    push_pool_header, send_body,
 };
 use super::{admin, builder, Module};
 use ngx_http_pagespeed_module::build::pool::{transformable, Job, SOURCE};
 use ngx_http_pagespeed_module::http::cache_control::{
     parse_http_date, storable, CacheControl, ResponseFacts,
 };
-use ngx_http_pagespeed_module::http::meta::{normalize_vary_value, StoredMeta};
+use ngx_http_pagespeed_module::http::meta::{normalize_vary_value, MetaView, StoredMeta};
 use ngx_http_pagespeed_module::http::url::{custom_key, default_key, split_host, Url};
 use ngx_http_pagespeed_module::store::{
     Alternate, CommitOutcome, FillTicket, Freshness, Key, Lookup, ScopeSet, Sink,
@@ -69,10 +69,42 @@ impl CacheStatus {
 }
 
 /// A hit: meta and body copied into request pool memory, meta decoded.
+/// A hit: meta then body copied into request pool memory (read in place with `MetaView`).
 struct Served {
-    meta: StoredMeta,
+    meta: *const u8,
+    meta_len: usize,
     body: *mut u8,
     body_len: usize,
+}
+
+impl Served {
+    /// # Safety
+    /// The request (and so its pool) must still be live.
+    unsafe fn meta(&self) -> Option<MetaView<'_>> {
+        // SAFETY: meta_len bytes of pool memory written by the lookup.
+        MetaView::parse(unsafe { std::slice::from_raw_parts(self.meta, self.meta_len) })
+    }
+}
+
+/// Who a request is, borrowed from it: nginx has already lowercased the host and dropped its
+/// port and trailing dot; the port is the listener's.
+struct Identity<'a> {
+    scheme: &'static str,
+    host: std::borrow::Cow<'a, [u8]>,
+    uri: &'a [u8],
+    port: u16,
+}
+
+impl Identity<'_> {
+    /// The owned URL, built only when a miss, a build or an invalidation needs it.
+    fn url(&self) -> Url {
+        Url {
+            scheme: self.scheme.into(),
+            host: String::from_utf8_lossy(&self.host).into_owned(),
+            path: String::from_utf8_lossy(self.uri).into_owned(),
+            port: Some(self.port),
+        }
+    }
 }
 
 /// A miss being filled from the location's own handler.
@@ -214,11 +246,14 @@ impl Sink for PoolSink {
     }
 }
 
-/// The request's scheme, normalized host and cache key.
+/// The request's key and identity.
 ///
 /// # Safety
 /// `r` must be a live request.
-unsafe fn request_identity(r: *mut ngx_http_request_t, lcf: &LocConf) -> Option<(Key, Url)> {
+unsafe fn request_identity<'a>(
+    r: *mut ngx_http_request_t,
+    lcf: &LocConf,
+) -> Option<(Key, Identity<'a>)> {
     // SAFETY: connection and header fields of a live request.
     unsafe {
         let scheme = if (*(*r).connection).ssl.is_null() {
@@ -226,13 +261,27 @@ unsafe fn request_identity(r: *mut ngx_http_request_t, lcf: &LocConf) -> Option<
         } else {
             "https"
         };
-        // nginx's host (`$host`): the validated Host header without its port, or the server
-        // name. The port comes from the listener, never from the client.
-        let host = split_host(&String::from_utf8_lossy(bytes(&(*r).headers_in.server))).host;
-        let port = local_port(r);
-        let uri = String::from_utf8_lossy(bytes(&(*r).unparsed_uri)).into_owned();
+        let server = bytes(&(*r).headers_in.server);
+        // nginx normalized a Host header; a configured server name may still need it.
+        let host = if server.iter().any(|c| c.is_ascii_uppercase() || *c == b':')
+            || server.ends_with(b".")
+        {
+            std::borrow::Cow::Owned(
+                split_host(&String::from_utf8_lossy(server))
+                    .host
+                    .into_bytes(),
+            )
+        } else {
+            std::borrow::Cow::Borrowed(server)
+        };
+        let id = Identity {
+            scheme,
+            host,
+            uri: bytes(&(*r).unparsed_uri),
+            port: local_port(r),
+        };
         let key = if lcf.key.is_null() {
-            default_key(scheme, &host, port, uri.as_bytes())
+            default_key(scheme, &id.host, id.port, id.uri)
         } else {
             let mut v = ngx_str_t::empty();
             if ngx_http_complex_value(r, lcf.key, &mut v) != NGX_OK as ngx_int_t {
@@ -240,15 +289,7 @@ unsafe fn request_identity(r: *mut ngx_http_request_t, lcf: &LocConf) -> Option<
             }
             custom_key(bytes(&v))
         };
-        Some((
-            key,
-            Url {
-                scheme: scheme.into(),
-                host,
-                path: uri,
-                port: Some(port),
-            },
-        ))
+        Some((key, id))
     }
 }
 
@@ -279,7 +320,7 @@ unsafe fn precontent(r: *mut ngx_http_request_t) -> ngx_int_t {
             let unsafe_method =
                 method & (NGX_HTTP_POST | NGX_HTTP_PUT | NGX_HTTP_DELETE | NGX_HTTP_PATCH) != 0;
             let invalidate = if unsafe_method {
-                request_identity(r, lcf)
+                request_identity(r, lcf).map(|(k, id)| (k, id.url()))
             } else {
                 None
             };
@@ -292,18 +333,20 @@ unsafe fn precontent(r: *mut ngx_http_request_t) -> ngx_int_t {
             set_ctx(r, c);
             return declined;
         }
-        let Some((key, url)) = request_identity(r, lcf) else {
+        let Some((key, id)) = request_identity(r, lcf) else {
             return declined;
         };
         let request_header = |name: &str| header_in(r, name);
-        // One walk over the request headers, borrowing their values.
+        // One walk over the request headers, borrowing the values this location's policy
+        // selects on (a plain cache reads Accept-Encoding only).
+        let policy = lcf.variants();
         let mut wanted_headers = CapabilityHeaders::default();
         for h in headers(&(*r).headers_in.headers) {
             if !h.lowcase_key.is_null() {
-                wanted_headers.offer(
-                    std::slice::from_raw_parts(h.lowcase_key, h.key.len),
-                    bytes(&h.value),
-                );
+                let name = std::slice::from_raw_parts(h.lowcase_key, h.key.len);
+                if policy.uses_header(name) {
+                    wanted_headers.offer(name, bytes(&h.value));
+                }
             }
         }
         let caps = Capabilities::from_headers(&wanted_headers);
@@ -322,21 +365,15 @@ unsafe fn precontent(r: *mut ngx_http_request_t) -> ngx_int_t {
         let status = match store.lookup(&key, select, &mut sink) {
             Lookup::Hit(hit) => {
                 let meta_bytes = std::slice::from_raw_parts(sink.ptr, hit.meta_len);
-                match StoredMeta::decode(meta_bytes) {
+                match MetaView::parse(meta_bytes) {
                     Some(meta) if hit.freshness == Freshness::Fresh && now < meta.expires_at => {
+                        request_build(lcf, &key, &id, &caps, present.as_slice(), meta.content_type);
                         let served = Served {
-                            meta,
+                            meta: sink.ptr,
+                            meta_len: hit.meta_len,
                             body: sink.ptr.add(hit.meta_len),
                             body_len: hit.body_len,
                         };
-                        request_build(
-                            lcf,
-                            &key,
-                            &url,
-                            &caps,
-                            present.as_slice(),
-                            &served.meta.content_type,
-                        );
                         let c = RequestCtx {
                             status: CacheStatus::Hit,
                             served: Some(served),
@@ -378,7 +415,7 @@ unsafe fn precontent(r: *mut ngx_http_request_t) -> ngx_int_t {
         let fill = (method == NGX_HTTP_GET).then(|| Fill {
             ticket: store.begin_fill(),
             key,
-            url,
+            url: id.url(),
             store: None,
         });
         set_ctx(
@@ -415,15 +452,19 @@ unsafe fn serve(r: *mut ngx_http_request_t) -> ngx_int_t {
         if rc != NGX_OK as ngx_int_t {
             return rc;
         }
-        let m = &s.meta;
+        // The metadata's strings already live in this request's pool: pointed at, not copied.
+        let Some(m) = s.meta() else {
+            return NGX_ERROR as ngx_int_t;
+        };
         let out = &mut (*r).headers_out;
         out.status = m.status as ngx_uint_t;
-        let Some(ct) = super::util::pool_str(r, &m.content_type) else {
-            return NGX_ERROR as ngx_int_t;
+        let ct = ngx_str_t {
+            len: m.content_type.len(),
+            data: m.content_type.as_ptr() as *mut u8,
         };
         // Split as the upstream module splits a Content-Type, so that the filters below us
         // (gzip_types, ssi_types, charset) match the HIT as they matched the MISS.
-        let (type_len, charset) = split_content_type(&m.content_type);
+        let (type_len, charset) = split_content_type(m.content_type);
         out.content_type = ct;
         out.content_type_len = type_len;
         out.content_type_lowcase = std::ptr::null_mut();
@@ -440,33 +481,36 @@ unsafe fn serve(r: *mut ngx_http_request_t) -> ngx_int_t {
             -1
         };
         let mut cache_control_tail: *mut ngx_table_elt_t = std::ptr::null_mut();
-        for (name, value) in &m.headers {
-            let Some(h) = push_header(r, name, value) else {
+        for (name, value) in m.headers() {
+            let Some(h) = push_pool_header(r, name, value) else {
                 return NGX_ERROR as ngx_int_t;
             };
             let out = &mut (*r).headers_out;
-            let lower = name.to_ascii_lowercase();
-            match lower.as_slice() {
-                b"etag" => out.etag = h,
-                b"content-encoding" => out.content_encoding = h,
+            let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+            if is(b"etag") {
+                out.etag = h;
+            } else if is(b"content-encoding") {
+                out.content_encoding = h;
+            } else if is(b"location") {
                 // As the upstream module does: a relative Location is not linked, so nginx's
                 // header filter does not make it absolute with this server's scheme, name and
                 // port (which behind a proxy or port mapping are not the public ones).
-                b"location" if !value.starts_with(b"/") => out.location = h,
-                b"expires" => out.expires = h,
-                // Linked so `expires`/`add_header` below us see every Cache-Control line.
-                b"cache-control" => {
-                    if cache_control_tail.is_null() {
-                        out.cache_control = h;
-                    } else {
-                        (*cache_control_tail).next = h;
-                    }
-                    cache_control_tail = h;
+                if !value.starts_with(b"/") {
+                    out.location = h;
                 }
-                _ => {}
+            } else if is(b"expires") {
+                out.expires = h;
+            } else if is(b"cache-control") {
+                // Linked so `expires`/`add_header` below us see every Cache-Control line.
+                if cache_control_tail.is_null() {
+                    out.cache_control = h;
+                } else {
+                    (*cache_control_tail).next = h;
+                }
+                cache_control_tail = h;
             }
         }
-        if !variant_headers(r, loc_conf(r), &m.content_type) {
+        if !variant_headers(r, loc_conf(r), m.content_type) {
             return NGX_ERROR as ngx_int_t;
         }
         let age = m.age_at(nginx_sys::ngx_time() as i64).to_string();
@@ -828,7 +872,7 @@ impl Present {
 fn request_build(
     lcf: &LocConf,
     key: &Key,
-    url: &Url,
+    id: &Identity,
     caps: &Capabilities,
     present: &[u32],
     served_type: &[u8],
@@ -843,10 +887,11 @@ fn request_build(
     if present.contains(&target.0) || present.contains(&Descriptor::declined(target).0) {
         return;
     }
+    let url = String::from_utf8_lossy(id.uri).into_owned();
     builder::submit(Job {
         key: *key,
         target,
-        url: url.path.clone(),
+        url,
     });
 }
 

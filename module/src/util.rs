@@ -146,6 +146,38 @@ pub unsafe fn push_header(
     }
 }
 
+/// Appends a response header whose name and value already live in the request's pool (a
+/// cached entry's metadata): nothing is copied.
+///
+/// # Safety
+/// `r` must be a live request whose header has not been sent; `name` and `value` must stay
+/// valid until the request ends.
+pub unsafe fn push_pool_header(
+    r: *mut ngx_http_request_t,
+    name: &[u8],
+    value: &[u8],
+) -> Option<*mut ngx_table_elt_t> {
+    // SAFETY: headers_out.headers is an initialized list; the slices outlive the request.
+    unsafe {
+        let h = ngx_list_push(&mut (*r).headers_out.headers) as *mut ngx_table_elt_t;
+        if h.is_null() {
+            return None;
+        }
+        (*h).hash = 1;
+        (*h).key = ngx_str_t {
+            len: name.len(),
+            data: name.as_ptr() as *mut u8,
+        };
+        (*h).value = ngx_str_t {
+            len: value.len(),
+            data: value.as_ptr() as *mut u8,
+        };
+        (*h).lowcase_key = std::ptr::null_mut();
+        (*h).next = std::ptr::null_mut();
+        Some(h)
+    }
+}
+
 /// Sends a complete in-memory response body (after the header was sent).
 ///
 /// # Safety

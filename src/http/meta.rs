@@ -90,28 +90,24 @@ impl StoredMeta {
 
     /// None for anything malformed: the caller treats it as a miss.
     pub fn decode(b: &[u8]) -> Option<StoredMeta> {
+        let v = MetaView::parse(b)?;
         let mut r = Reader { b };
-        if r.u8()? != VERSION {
-            return None;
-        }
-        let nv = r.u8()?;
-        let mut m = StoredMeta::default();
-        for _ in 0..nv {
+        r.u8()?;
+        let mut vary = Vec::new();
+        for _ in 0..r.u8()? {
             let n = String::from_utf8(r.str()?.to_vec()).ok()?;
-            m.vary.push((n, r.str()?.to_vec()));
+            vary.push((n, r.str()?.to_vec()));
         }
-        m.status = r.u16()?;
-        m.stored_at = r.i64()?;
-        m.expires_at = r.i64()?;
-        m.last_modified = r.i64()?;
-        m.age = r.u32()?;
-        m.content_type = r.str()?.to_vec();
-        let nh = r.u16()?;
-        for _ in 0..nh {
-            let n = r.str()?.to_vec();
-            m.headers.push((n, r.str()?.to_vec()));
-        }
-        r.b.is_empty().then_some(m)
+        Some(StoredMeta {
+            vary,
+            status: v.status,
+            stored_at: v.stored_at,
+            expires_at: v.expires_at,
+            last_modified: v.last_modified,
+            age: v.age,
+            content_type: v.content_type.to_vec(),
+            headers: v.headers().map(|(n, v)| (n.to_vec(), v.to_vec())).collect(),
+        })
     }
 
     /// Whether the stored Vary values match a request; `header` returns the request's value
@@ -138,6 +134,67 @@ impl StoredMeta {
             }
         }
         true
+    }
+
+    /// Seconds the entry has been in caches: the origin's Age plus our residence time.
+    pub fn age_at(&self, now: i64) -> i64 {
+        (now - self.stored_at).max(0) + self.age as i64
+    }
+}
+
+/// Encoded metadata read in place, without allocating: what a hit needs (the bytes live in
+/// the request's pool memory for as long as the response).
+#[derive(Debug, Clone, Copy)]
+pub struct MetaView<'a> {
+    pub status: u16,
+    pub stored_at: i64,
+    pub expires_at: i64,
+    pub last_modified: i64,
+    pub age: u32,
+    pub content_type: &'a [u8],
+    n_headers: u16,
+    headers: &'a [u8],
+}
+
+impl<'a> MetaView<'a> {
+    /// Checks the whole encoding; None for anything malformed.
+    pub fn parse(b: &'a [u8]) -> Option<MetaView<'a>> {
+        let mut r = Reader { b };
+        if r.u8()? != VERSION {
+            return None;
+        }
+        for _ in 0..r.u8()? {
+            r.str()?;
+            r.str()?;
+        }
+        let status = r.u16()?;
+        let stored_at = r.i64()?;
+        let expires_at = r.i64()?;
+        let last_modified = r.i64()?;
+        let age = r.u32()?;
+        let content_type = r.str()?;
+        let n_headers = r.u16()?;
+        let headers = r.b;
+        for _ in 0..n_headers {
+            r.str()?;
+            r.str()?;
+        }
+        r.b.is_empty().then_some(MetaView {
+            status,
+            stored_at,
+            expires_at,
+            last_modified,
+            age,
+            content_type,
+            n_headers,
+            headers,
+        })
+    }
+
+    /// The replayed headers, in origin order.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+        let mut r = Reader { b: self.headers };
+        (0..self.n_headers).map_while(move |_| Some((r.str()?, r.str()?)))
     }
 
     /// Seconds the entry has been in caches: the origin's Age plus our residence time.
@@ -192,6 +249,25 @@ mod tests {
         let mut bad = e.clone();
         bad[0] = 9;
         assert_eq!(StoredMeta::decode(&bad), None);
+    }
+
+    #[test]
+    fn the_view_reads_what_decode_reads() {
+        let m = sample();
+        let e = m.encode().unwrap();
+        let v = MetaView::parse(&e).unwrap();
+        assert_eq!(
+            (v.status, v.expires_at, v.content_type),
+            (200, 1_700_000_600, &b"text/css"[..])
+        );
+        assert_eq!(
+            v.headers().collect::<Vec<_>>(),
+            vec![(&b"ETag"[..], &b"\"abc\""[..])]
+        );
+        assert_eq!(v.age_at(1_700_000_010), m.age_at(1_700_000_010));
+        for cut in 0..e.len() {
+            assert!(MetaView::parse(&e[..cut]).is_none());
+        }
     }
 
     #[test]

@@ -38,14 +38,8 @@ pub fn default_port(scheme: &str) -> u16 {
 /// request URI, each length-prefixed by `Key::derive`. The port keeps two sites with the same
 /// name on different listeners apart; it is the listener's, not the Host header's, so a
 /// client cannot address another listener's entries.
-pub fn default_key(scheme: &str, host: &str, port: u16, uri: &[u8]) -> Key {
-    Key::derive(&[
-        b"url",
-        scheme.as_bytes(),
-        host.as_bytes(),
-        &port.to_le_bytes(),
-        uri,
-    ])
+pub fn default_key(scheme: &str, host: &[u8], port: u16, uri: &[u8]) -> Key {
+    Key::derive(&[b"url", scheme.as_bytes(), host, &port.to_le_bytes(), uri])
 }
 
 /// The key for a configured `pagespeed_cache_key` value (kept apart from the default's
@@ -84,7 +78,7 @@ impl Url {
         ports.dedup();
         ports
             .into_iter()
-            .map(|p| default_key(&self.scheme, &self.host, p, self.path.as_bytes()))
+            .map(|p| default_key(&self.scheme, self.host.as_bytes(), p, self.path.as_bytes()))
             .collect()
     }
 
@@ -121,10 +115,10 @@ mod tests {
 
     #[test]
     fn keys_differ_by_scheme_host_port_and_uri() {
-        let k = default_key("https", "a.com", 443, b"/x");
-        assert_ne!(k, default_key("http", "a.com", 443, b"/x"));
-        assert_ne!(k, default_key("https", "a.co", 443, b"m/x"));
-        assert_ne!(k, default_key("https", "a.com", 8443, b"/x"));
+        let k = default_key("https", b"a.com", 443, b"/x");
+        assert_ne!(k, default_key("http", b"a.com", 443, b"/x"));
+        assert_ne!(k, default_key("https", b"a.co", 443, b"m/x"));
+        assert_ne!(k, default_key("https", b"a.com", 8443, b"/x"));
         assert_ne!(k, custom_key(b"httpsa.com/x"));
     }
 
@@ -139,8 +133,8 @@ mod tests {
         assert_eq!(
             u.keys(&[8080, 80]),
             vec![
-                default_key("http", "a.com", 8080, b"/x"),
-                default_key("http", "a.com", 80, b"/x")
+                default_key("http", b"a.com", 8080, b"/x"),
+                default_key("http", b"a.com", 80, b"/x")
             ]
         );
         let p = Url {
@@ -149,7 +143,7 @@ mod tests {
         };
         assert_eq!(
             p.keys(&[8080, 80]),
-            vec![default_key("http", "a.com", 81, b"/x")]
+            vec![default_key("http", b"a.com", 81, b"/x")]
         );
         assert_eq!(p.tag_spellings().len(), 3);
         assert_eq!(u.tag_spellings(), ["/x", "http://a.com/x"]);

@@ -183,10 +183,10 @@ pub fn accept_image_formats(accept: &[u8]) -> (bool, bool) {
     let mut avif = false;
     let mut webp = false;
     for (media, q_ok) in weighted_items(accept) {
-        match media.as_slice() {
-            b"image/avif" => avif = q_ok,
-            b"image/webp" => webp = q_ok,
-            _ => {}
+        if media.eq_ignore_ascii_case(b"image/avif") {
+            avif = q_ok;
+        } else if media.eq_ignore_ascii_case(b"image/webp") {
+            webp = q_ok;
         }
     }
     (avif, webp)

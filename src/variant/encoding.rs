@@ -14,15 +14,12 @@ pub struct AcceptEncoding {
 }
 
 /// The items of a comma-separated header with quality values (`Accept`, `Accept-Encoding`):
-/// each lowercase name, and whether its q is above zero (absent: 1; malformed: refused).
-pub fn weighted_items(v: &[u8]) -> impl Iterator<Item = (Vec<u8>, bool)> + '_ {
+/// each name (trimmed, case as sent), and whether its q is above zero (absent: 1; malformed:
+/// refused). Borrowed: this runs on every hit.
+pub fn weighted_items(v: &[u8]) -> impl Iterator<Item = (&[u8], bool)> + '_ {
     v.split(|&c| c == b',').map(|item| {
         let mut parts = item.split(|&c| c == b';');
-        let name = parts
-            .next()
-            .unwrap_or_default()
-            .trim_ascii()
-            .to_ascii_lowercase();
+        let name = parts.next().unwrap_or_default().trim_ascii();
         let mut ok = true;
         for p in parts {
             let p = p.trim_ascii();
@@ -48,14 +45,21 @@ impl AcceptEncoding {
             star: None,
         };
         for (name, ok) in weighted_items(v) {
-            let slot = match name.as_slice() {
-                b"gzip" | b"x-gzip" => &mut a.gzip,
-                b"br" => &mut a.br,
-                b"zstd" => &mut a.zstd,
-                b"deflate" => &mut a.deflate,
-                b"identity" => &mut a.identity,
-                b"*" => &mut a.star,
-                _ => continue,
+            let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+            let slot = if is(b"gzip") || is(b"x-gzip") {
+                &mut a.gzip
+            } else if is(b"br") {
+                &mut a.br
+            } else if is(b"zstd") {
+                &mut a.zstd
+            } else if is(b"deflate") {
+                &mut a.deflate
+            } else if is(b"identity") {
+                &mut a.identity
+            } else if is(b"*") {
+                &mut a.star
+            } else {
+                continue;
             };
             *slot = Some(ok);
         }

@@ -188,6 +188,22 @@ impl VariantPolicy {
         *self != VariantPolicy::default()
     }
 
+    /// Whether selection under this policy reads a request header (lowercase name): a hit
+    /// parses only those. Accept-Encoding always counts (origins send encoded responses).
+    pub fn uses_header(&self, lc_name: &[u8]) -> bool {
+        match lc_name {
+            b"accept-encoding" => true,
+            b"accept" => self.webp || self.avif,
+            b"save-data" => self.save_data,
+            b"user-agent"
+            | b"sec-ch-viewport-width"
+            | b"viewport-width"
+            | b"sec-ch-dpr"
+            | b"dpr" => self.resize,
+            _ => false,
+        }
+    }
+
     fn images(&self) -> bool {
         self.webp || self.avif || self.resize || self.save_data
     }
