@@ -27,7 +27,8 @@ http {
         image/png png;
         text/css css;
     }
-    pagespeed_cache_path %%TESTDIR%%/cache.bin size=64m;
+    # max_object fits the 3-megapixel source of the fence test (shards grow to hold four).
+    pagespeed_cache_path %%TESTDIR%%/cache.bin size=64m max_object=8m;
     pagespeed_build_threads 1;
 
     server {
@@ -63,7 +64,7 @@ EOF
 
 my $css = join '', map { ".card-$_ { margin: ${_}px; padding: 4px; color: #333; }\n" } 1 .. 300;
 $t->write_file('site/photo.png', png(800, 600, 1));
-$t->write_file('site/slow.png', png(1200, 900, 2));
+$t->write_file('site/slow.png', png(2000, 1500, 2));
 $t->write_file('site/broken.png', truncated_png(400, 300, 3));
 $t->write_file('site/bomb.png', bomb_png());
 $t->write_file('site/site.css', $css);
@@ -219,7 +220,7 @@ my $fenced_before = counter('builds_fenced');
 my $started = counter('builds_started');
 $r = get('/avif-only/slow.png', Accept => $AVIF_WEBP);
 is($r->{headers}{'x-cache'}, 'MISS', 'slow image: the MISS queues its AVIF build');
-# Purge once the build has read its source: an AVIF encode of a megapixel takes seconds.
+# Purge once the build has read its source: an AVIF encode of 3 megapixels takes a second.
 ok(eventually(sub { counter('builds_started') > $started }), 'the build started');
 $p = parse_response(http_post('/purge', '{"url": "/avif-only/slow.png"}'));
 is($p->{status}, 200, 'purged while the build runs');

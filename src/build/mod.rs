@@ -37,7 +37,8 @@ pub struct Quality {
     pub webp_save_data: f32,
     pub avif: f32,
     pub avif_save_data: f32,
-    /// rav1e speed 1 (slow, small) .. 10 (fast).
+    /// rav1e speed 1 (slow, small) .. 10 (fast). 9 measured ~0.6% larger than 8 in a fraction
+    /// of the time (docs/BENCHMARKS.md, "Variant builders").
     pub avif_speed: u8,
     pub jpeg: u8,
     pub jpeg_save_data: u8,
@@ -50,7 +51,7 @@ impl Default for Quality {
             webp_save_data: 50.0,
             avif: 60.0,
             avif_save_data: 40.0,
-            avif_speed: 8,
+            avif_speed: 9,
             jpeg: 82,
             jpeg_save_data: 55,
         }
