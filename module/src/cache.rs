@@ -367,7 +367,14 @@ unsafe fn precontent(r: *mut ngx_http_request_t) -> ngx_int_t {
                 let meta_bytes = std::slice::from_raw_parts(sink.ptr, hit.meta_len);
                 match MetaView::parse(meta_bytes) {
                     Some(meta) if hit.freshness == Freshness::Fresh && now < meta.expires_at => {
-                        request_build(lcf, &key, &id, &caps, present.as_slice(), meta.content_type);
+                        request_build(
+                            lcf,
+                            &key,
+                            &id,
+                            &caps,
+                            present.as_slice(),
+                            meta.source_type(),
+                        );
                         let served = Served {
                             meta: sink.ptr,
                             meta_len: hit.meta_len,
@@ -510,7 +517,7 @@ unsafe fn serve(r: *mut ngx_http_request_t) -> ngx_int_t {
                 cache_control_tail = h;
             }
         }
-        if !variant_headers(r, loc_conf(r), m.content_type) {
+        if !variant_headers(r, loc_conf(r), m.source_type()) {
             return NGX_ERROR as ngx_int_t;
         }
         let age = m.age_at(nginx_sys::ngx_time() as i64).to_string();
@@ -733,6 +740,7 @@ unsafe fn pending_from_response(
             },
             age: facts.age.min(u32::MAX as u64) as u32,
             content_type: bytes(&out.content_type).to_vec(),
+            source_type: Vec::new(),
             headers: replay,
         };
         let meta = meta.encode()?;
@@ -875,13 +883,13 @@ fn request_build(
     id: &Identity,
     caps: &Capabilities,
     present: &[u32],
-    served_type: &[u8],
+    source_type: &[u8],
 ) {
     let policy = lcf.variants();
     if !policy.any() || !present.contains(&SOURCE.0) {
         return;
     }
-    let Some(target) = wanted(SourceKind::from_content_type(served_type), caps, &policy) else {
+    let Some(target) = wanted(SourceKind::from_content_type(source_type), caps, &policy) else {
         return;
     };
     if present.contains(&target.0) || present.contains(&Descriptor::declined(target).0) {
@@ -895,17 +903,18 @@ fn request_build(
     });
 }
 
-/// Adds the `Vary` (and `Accept-CH`) a response of this type needs under the location's
-/// variant policy, on originals and variants alike. False if the pool ran out.
+/// Adds the `Vary` (and `Accept-CH`) a key whose original has `source_type` needs under the
+/// location's variant policy: the same on the original and on every variant built from it,
+/// whatever type the served alternate has. False if the pool ran out.
 ///
 /// # Safety
 /// `r` must be a live request whose header has not been sent.
-unsafe fn variant_headers(r: *mut ngx_http_request_t, lcf: &LocConf, content_type: &[u8]) -> bool {
+unsafe fn variant_headers(r: *mut ngx_http_request_t, lcf: &LocConf, source_type: &[u8]) -> bool {
     let policy = lcf.variants();
     if !policy.any() {
         return true;
     }
-    let vary = vary_headers(SourceKind::from_content_type(content_type), &policy);
+    let vary = vary_headers(SourceKind::from_content_type(source_type), &policy);
     // SAFETY: as documented.
     unsafe {
         if !vary.is_empty() && push_header(r, b"Vary", vary.join(", ").as_bytes()).is_none() {

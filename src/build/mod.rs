@@ -118,6 +118,9 @@ pub fn variant_meta(
     content_type: Option<&str>,
 ) -> StoredMeta {
     let mut m = orig.clone();
+    if m.source_type.is_empty() {
+        m.source_type = orig.content_type.clone();
+    }
     if let Some(ct) = content_type {
         m.content_type = ct.as_bytes().to_vec();
     }
@@ -175,6 +178,10 @@ mod tests {
         );
         let m = variant_meta(&orig, t, Some("image/webp"));
         assert_eq!(m.content_type, b"image/webp");
+        assert_eq!(
+            m.source_type, b"image/jpeg",
+            "a variant remembers its original's type"
+        );
         assert_eq!(m.headers[0].1, b"W/\"abc-webp-480-2x\"");
         assert_eq!(m.headers[1], (b"X-Keep".to_vec(), b"1".to_vec()));
         let br = variant_meta(&orig, Descriptor::original(Encoding::Br, None), None);

@@ -1,11 +1,11 @@
 //! The response metadata stored with each alternate, and its compact binary encoding.
 //!
 //! Layout (little endian): `version u8 | n_vary u8 | (name, value)*n_vary | status u16 |
-//! stored_at i64 | expires_at i64 | last_modified i64 | age u32 | content_type |
+//! stored_at i64 | expires_at i64 | last_modified i64 | age u32 | content_type | source_type |
 //! n_headers u16 | (name, value)*n_headers`, strings as `u16 length | bytes`. The Vary section
 //! comes first so alternate selection reads it without decoding the rest.
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredMeta {
@@ -20,6 +20,10 @@ pub struct StoredMeta {
     /// The origin's Age at storage time, added to the Age we send.
     pub age: u32,
     pub content_type: Vec<u8>,
+    /// On a built variant, the Content-Type of the original it was built from (empty on an
+    /// original): what a response varies on and what is built for a client follow the
+    /// original's kind, whatever type the served alternate has.
+    pub source_type: Vec<u8>,
     /// End-to-end response headers replayed on a hit, in origin order (ETag,
     /// Content-Encoding, Cache-Control, Location, Vary, Link, ...).
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
@@ -80,6 +84,7 @@ impl StoredMeta {
         out.extend_from_slice(&self.last_modified.to_le_bytes());
         out.extend_from_slice(&self.age.to_le_bytes());
         put_str(&mut out, &self.content_type)?;
+        put_str(&mut out, &self.source_type)?;
         out.extend_from_slice(&u16::try_from(self.headers.len()).ok()?.to_le_bytes());
         for (n, v) in &self.headers {
             put_str(&mut out, n)?;
@@ -106,6 +111,7 @@ impl StoredMeta {
             last_modified: v.last_modified,
             age: v.age,
             content_type: v.content_type.to_vec(),
+            source_type: v.own_source_type.to_vec(),
             headers: v.headers().map(|(n, v)| (n.to_vec(), v.to_vec())).collect(),
         })
     }
@@ -152,6 +158,7 @@ pub struct MetaView<'a> {
     pub last_modified: i64,
     pub age: u32,
     pub content_type: &'a [u8],
+    own_source_type: &'a [u8],
     n_headers: u16,
     headers: &'a [u8],
 }
@@ -173,6 +180,7 @@ impl<'a> MetaView<'a> {
         let last_modified = r.i64()?;
         let age = r.u32()?;
         let content_type = r.str()?;
+        let own_source_type = r.str()?;
         let n_headers = r.u16()?;
         let headers = r.b;
         for _ in 0..n_headers {
@@ -186,9 +194,19 @@ impl<'a> MetaView<'a> {
             last_modified,
             age,
             content_type,
+            own_source_type,
             n_headers,
             headers,
         })
+    }
+
+    /// The Content-Type of the original this alternate is (or was built from).
+    pub fn source_type(&self) -> &'a [u8] {
+        if self.own_source_type.is_empty() {
+            self.content_type
+        } else {
+            self.own_source_type
+        }
     }
 
     /// The replayed headers, in origin order.
@@ -234,6 +252,7 @@ mod tests {
             last_modified: -1,
             age: 3,
             content_type: b"text/css".to_vec(),
+            source_type: Vec::new(),
             headers: vec![(b"ETag".to_vec(), b"\"abc\"".to_vec())],
         }
     }
@@ -265,6 +284,23 @@ mod tests {
             vec![(&b"ETag"[..], &b"\"abc\""[..])]
         );
         assert_eq!(v.age_at(1_700_000_010), m.age_at(1_700_000_010));
+        assert_eq!(
+            v.source_type(),
+            b"text/css",
+            "an original is its own source"
+        );
+        let built = StoredMeta {
+            content_type: b"image/avif".to_vec(),
+            source_type: b"image/jpeg".to_vec(),
+            ..m.clone()
+        };
+        let e2 = built.encode().unwrap();
+        let v2 = MetaView::parse(&e2).unwrap();
+        assert_eq!(
+            (v2.content_type, v2.source_type()),
+            (&b"image/avif"[..], &b"image/jpeg"[..])
+        );
+        assert_eq!(StoredMeta::decode(&e2), Some(built));
         for cut in 0..e.len() {
             assert!(MetaView::parse(&e[..cut]).is_none());
         }

@@ -18,7 +18,7 @@ use super::lock::RobustMutex;
 /// Identifies our files; a file without it is never interpreted.
 pub const MAGIC: [u8; 8] = *b"NGXPSVC\0";
 /// Bumped whenever any `#[repr(C)]` structure or record encoding changes meaning.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const PAGE: u64 = 4096;
 pub const HEADER_BYTES: u64 = PAGE;
 pub const SHARD_HEADER_BYTES: u64 = 256;
