@@ -12,7 +12,7 @@ use Test::More;
 use lib 't/lib';
 use Test::Nginx;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(32);
+my $t = Test::Nginx->new()->has(qw/http/)->plan(33);
 
 # A whole configuration around an http-level snippet and a snippet inside
 # "location /"; @@SERVER@@ goes into the server block.
@@ -106,6 +106,8 @@ refused(qr/invalid parameter "max_object=0" in "pagespeed_cache_path"/,
     'max_object=0', http => 'pagespeed_cache_path %%TESTDIR%%/c.bin max_object=0;');
 refused(qr/invalid number of arguments in "pagespeed_cache_path"/,
     'no arguments', http => 'pagespeed_cache_path;');
+refused(qr/"pagespeed_cache_path": cannot reserve 1099511627776 bytes for anonymous memory: more than this machine's memory/,
+    'anonymous memory larger than the machine', http => 'pagespeed_cache_path off size=1024g;');
 refused(qr/"pagespeed_cache_path" directive is duplicate/, 'given twice',
     http => "pagespeed_cache_path off size=8m;\n    pagespeed_cache_path off size=8m;");
 refused(qr/"pagespeed_cache_path" directive is not allowed here/,

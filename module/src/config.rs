@@ -22,7 +22,7 @@ use ngx::http::{
 use ngx::ngx_conf_log_error;
 
 use super::{admin, Module};
-use ngx_http_pagespeed_module::store::{Backing, Opened, Store, StoreConfig};
+use ngx_http_pagespeed_module::store::{Backing, Opened, Store, StoreConfig, StoreError};
 use ngx_http_pagespeed_module::variant::VariantPolicy;
 
 /// Default segment when no `pagespeed_cache_path` is given.
@@ -608,11 +608,12 @@ pub unsafe fn prepare_store(cf: *mut ngx_conf_t) -> ngx_int_t {
             NGX_OK as ngx_int_t
         }
         Err(e) => {
-            ngx_conf_log_error!(
-                NGX_LOG_EMERG,
-                cf,
-                "\"pagespeed_cache_path\": cannot open the cache: {e}"
-            );
+            let what = if matches!(e, StoreError::Io(_)) {
+                "cannot open the cache: "
+            } else {
+                ""
+            };
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"pagespeed_cache_path\": {what}{e}");
             NGX_ERROR as ngx_int_t
         }
     }

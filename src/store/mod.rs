@@ -45,6 +45,14 @@ pub enum StoreError {
     InUse(String),
     #[error("max_object {0} needs a larger cache: at most about {1} bytes fit this size")]
     MaxObject(u64, u64),
+    /// The segment's space could not be reserved before any page of it was touched: mapping
+    /// it anyway would SIGBUS at the first page the filesystem (or memory) cannot back.
+    #[error("cannot reserve {size} bytes for {what}: {why}")]
+    Reserve {
+        what: String,
+        size: u64,
+        why: String,
+    },
 }
 
 /// A request-path fault: the caller treats it as a miss and logs it once.

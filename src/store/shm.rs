@@ -72,6 +72,11 @@ impl Segment {
         }
         let reason = if old_len == 0 {
             None
+        } else if old_len < layout.total_size && peek_total_size(&file) == Some(layout.total_size) {
+            Some(format!(
+                "the file is shorter ({old_len} bytes) than its header says ({})",
+                layout.total_size
+            ))
         } else if old_len != layout.total_size {
             Some(format!(
                 "size changed from {old_len} to {} bytes",
@@ -80,6 +85,20 @@ impl Segment {
         } else {
             Some(String::new())
         };
+        // Every page is reserved before any is touched (also in a file of the right length,
+        // which may be sparse); a failure leaves the file as it was.
+        if let Err(why) = reserve(&file, layout.total_size) {
+            if old_len == 0 {
+                let _ = std::fs::remove_file(path);
+            } else {
+                let _ = file.set_len(old_len);
+            }
+            return Err(StoreError::Reserve {
+                what: path.display().to_string(),
+                size: layout.total_size,
+                why,
+            });
+        }
         if old_len != layout.total_size {
             file.set_len(layout.total_size)
                 .map_err(|e| StoreError::Io(format!("resize {}: {e}", path.display())))?;
@@ -126,8 +145,19 @@ impl Segment {
         }
         // SAFETY: fd is a fresh descriptor we own.
         let file = unsafe { File::from_raw_fd(fd) };
-        file.set_len(layout.total_size)
-            .map_err(|e| StoreError::Io(format!("memfd resize: {e}")))?;
+        // A memfd has no size limit of its own: reserving more than the machine has would
+        // allocate page by page until the OOM killer steps in, so refuse that first.
+        let memory = physical_memory();
+        let reserved = if layout.total_size > memory {
+            Err(format!("more than this machine's memory ({memory} bytes)"))
+        } else {
+            reserve(&file, layout.total_size)
+        };
+        reserved.map_err(|why| StoreError::Reserve {
+            what: "anonymous memory".into(),
+            size: layout.total_size,
+            why,
+        })?;
         let seg = Segment::map(file, layout)?;
         seg.initialize(0)?;
         Ok(seg)
@@ -286,6 +316,63 @@ fn wall_clock_floor() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1 << 52, |d| d.as_micros() as u64)
+}
+
+/// Allocates the file's blocks up to `size` (extending it), so that no page of the mapping can
+/// fault for lack of space later. Refuses sizes over the process's file size limit up front:
+/// crossing it raises SIGXFSZ, which would kill the nginx master.
+fn reserve(file: &File, size: u64) -> Result<(), String> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: limit is a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) } == 0
+        && limit.rlim_cur != libc::RLIM_INFINITY
+        && size > limit.rlim_cur
+    {
+        return Err(format!(
+            "over the file size limit ({} bytes)",
+            limit.rlim_cur
+        ));
+    }
+    let len = libc::off_t::try_from(size).map_err(|_| "size out of range".to_string())?;
+    // SAFETY: a valid open descriptor; posix_fallocate reports errors as its return value.
+    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) } {
+        0 => Ok(()),
+        errno => Err(os_error_text(errno)),
+    }
+}
+
+/// "No space left on device", without the " (os error 28)" that io::Error appends.
+fn os_error_text(errno: i32) -> String {
+    let s = std::io::Error::from_raw_os_error(errno).to_string();
+    match s.rfind(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// The segment size recorded in an existing file's header, read without mapping it (a mapping
+/// longer than the file would fault past its end).
+fn peek_total_size(file: &File) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 24];
+    file.read_exact_at(&mut b, 0).ok()?;
+    let version = u32::from_le_bytes(b[8..12].try_into().ok()?);
+    (b[..8] == MAGIC && version == FORMAT_VERSION)
+        .then(|| u64::from_le_bytes(b[16..24].try_into().expect("8 bytes")))
+}
+
+fn physical_memory() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    (pages.max(0) as u64).saturating_mul(page.max(0) as u64)
 }
 
 fn flock(file: &File, op: libc::c_int) -> bool {
