@@ -12,7 +12,7 @@ use Test::More;
 use lib 't/lib';
 use Test::Nginx;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(33);
+my $t = Test::Nginx->new()->has(qw/http/)->plan(36);
 
 # A whole configuration around an http-level snippet and a snippet inside
 # "location /"; @@SERVER@@ goes into the server block.
@@ -137,6 +137,12 @@ refused(qr/invalid status "600" in "pagespeed_cache_statuses"/,
     'pagespeed_cache_statuses 600', location => 'pagespeed_cache_statuses 600;');
 refused(qr/invalid status "199" in "pagespeed_cache_statuses"/,
     'pagespeed_cache_statuses 199', location => 'pagespeed_cache_statuses 199;');
+refused(qr/invalid origin "evil\.example" in "pagespeed_purge_allow_origin"/,
+    'an origin without a scheme', location => 'pagespeed_purge_allow_origin evil.example;');
+refused(qr/invalid origin "https:\/\/a\.example\/admin" in "pagespeed_purge_allow_origin"/,
+    'an origin with a path', location => 'pagespeed_purge_allow_origin https://a.example/admin;');
+accepted('pagespeed_purge_allow_origin with two origins',
+    location => 'pagespeed_purge_allow_origin https://a.example http://b.example:8080;');
 refused(qr/invalid method "GET" in "pagespeed_purge_method"/,
     'pagespeed_purge_method GET', location => 'pagespeed_purge_method GET;');
 refused(qr/invalid method "purge" in "pagespeed_purge_method"/,

@@ -2,7 +2,9 @@
 
 # The purge API's refusals: malformed bodies (400 with a reason), other
 # methods (405, and GET never purges), tokens (401), nginx access rules
-# (403), body size (413 over 64 KiB, on the header and on the bytes read),
+# (403), bodies that are not application/json (415: a browser sends those
+# cross-site without asking), requests from another site's page (403),
+# body size (413 over 64 KiB, on the header and on the bytes read),
 # and bodies that must work: chunked, spilled to a temp file, exactly 64 KiB.
 # No refused request purges anything or moves the purge clock.
 
@@ -15,7 +17,7 @@ use JSON::PP qw/decode_json/;
 use lib 't/lib';
 use Test::Nginx;
 
-my $t = Test::Nginx->new()->has(qw/http proxy access/)->plan(86);
+my $t = Test::Nginx->new()->has(qw/http proxy access/)->plan(86 + 21);
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 %%TEST_GLOBALS%%
@@ -54,6 +56,10 @@ http {
         location = /purge-deny {
             pagespeed_purge;
             deny all;
+        }
+        location = /purge-console {
+            pagespeed_purge;
+            pagespeed_purge_allow_origin https://console.example http://127.0.0.1:9;
         }
         location = /status { pagespeed_status; }
     }
@@ -155,7 +161,8 @@ for my $case (@bad) {
         or diag("got $r->{status}: $r->{body}");
 }
 
-my $r = parse_response(http_req('POST', '/purge'));
+my $r = parse_response(http_req('POST', '/purge',
+    headers => { 'Content-Type' => 'application/json' }));
 ok($r->{status} == 400 && (json_of($r) // {})->{error} =~ /empty body/,
     '400: POST without any body');
 
@@ -314,3 +321,53 @@ like($r->{json}{error} // '', qr/confirm/, 'chunked body errors too');
 
 is(clock(), $clock, 'purge clock counts exactly the accepted purges');
 is(get('/b')->{xc}, 'MISS', '/b was purged by the allowed location');
+
+###############################################################################
+# 415: only application/json; 403: a page of another site, through a browser
+
+get('/e');
+ok(get('/e')->{xc} eq 'HIT', '/e cached');
+$clock = clock();
+my $flush = '{"scope": "all", "confirm": "purge-all"}';
+for my $ct ('text/plain', 'application/x-www-form-urlencoded',
+    'multipart/form-data; boundary=xyz', 'application/jsonp', undef) {
+    my %h = defined $ct ? ('Content-Type' => $ct) : ();
+    $r = parse_response(http_req('POST', '/purge', headers => \%h, body => $flush));
+    my $name = $ct // 'no Content-Type';
+    ok($r->{status} == 415 && (json_of($r) // {})->{error} =~ /application\/json/,
+        "415: $name") or diag("got $r->{status}: $r->{body}");
+}
+is($r->{headers}{'accept-post'}, 'application/json', '415 says what it accepts');
+
+my $port = port(8080);
+for my $case (
+    [{ Origin => 'https://evil.example' }, 'a page of another site'],
+    [{ Origin => "http://localhost:$port.evil.example" }, 'a look-alike host'],
+    [{ Origin => 'http://localhost:81' }, 'another port of this host'],
+    [{ Origin => 'null' }, 'an opaque origin (sandboxed frame, file://)'],
+    [{ 'Sec-Fetch-Site' => 'cross-site' }, 'Sec-Fetch-Site: cross-site'],
+    [{ 'Sec-Fetch-Site' => 'same-site' }, 'Sec-Fetch-Site: same-site'],
+    [{ Origin => 'https://console.example' }, 'an origin allowed elsewhere, not here'],
+) {
+    my ($h, $name) = @$case;
+    $r = post('/purge', $flush, headers => { Host => "localhost:$port", %$h });
+    ok($r->{status} == 403 && ($r->{json}{error} // '') =~ /refused a request/,
+        "403: $name") or diag("got $r->{status}: $r->{body}");
+}
+is(clock(), $clock, '415s and 403s leave the purge clock alone');
+ok(get('/e')->{xc} eq 'HIT', '415s and 403s purge nothing');
+
+$r = post('/purge', '{"url": "/e"}', headers => { Host => "localhost:$port",
+    Origin => "http://localhost:$port", 'Sec-Fetch-Site' => 'same-origin',
+    'Content-Type' => 'application/json; charset=utf-8' });
+is($r->{status}, 200, 'the same origin, application/json with a charset: 200');
+is($r->{json}{generation}, ++$clock, 'and purged');
+$r = post('/purge-console', '{"url": "/e"}', headers => {
+    Origin => 'https://console.example', 'Sec-Fetch-Site' => 'cross-site' });
+is($r->{status}, 200, 'an origin allowed by pagespeed_purge_allow_origin: 200');
+$clock++;
+$r = parse_response(http_req('PURGE', '/tok/e', headers => {
+    Origin => 'https://evil.example', Authorization => 'Bearer s3cret-T0ken' }));
+is($r->{status}, 200, 'the PURGE method needs a preflight from a browser: not refused');
+$clock++;
+is(clock(), $clock, 'purge clock counts exactly the accepted purges');

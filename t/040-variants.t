@@ -198,7 +198,7 @@ ok(!$r->{headers}{vary}, 'and no Vary added');
 
 my $before = scalar @{variants_of('/photo.png')};
 ok($before >= 5, "photo has $before alternates");
-my $p = parse_response(http_post('/purge', '{"url": "/photo.png"}'));
+my $p = parse_response(http_post('/purge', '{"url": "/photo.png"}', headers => { 'Content-Type' => 'application/json' }));
 like($p->{body}, qr/"deleted":$before\b/, 'the purge deleted every alternate at once');
 is_deeply(variants_of('/photo.png'), [], 'nothing left under the key');
 my (%workers, $variant_served);
@@ -222,7 +222,8 @@ $r = get('/avif-only/slow.png', Accept => $AVIF_WEBP);
 is($r->{headers}{'x-cache'}, 'MISS', 'slow image: the MISS queues its AVIF build');
 # Purge once the build has read its source: an AVIF encode of 3 megapixels takes a second.
 ok(eventually(sub { counter('builds_started') > $started }), 'the build started');
-$p = parse_response(http_post('/purge', '{"url": "/avif-only/slow.png"}'));
+$p = parse_response(http_post('/purge', '{"url": "/avif-only/slow.png"}',
+    headers => { 'Content-Type' => 'application/json' }));
 is($p->{status}, 200, 'purged while the build runs');
 ok(eventually(sub { counter('builds_fenced') > $fenced_before }), 'the running build was fenced');
 is_deeply(variants_of('/avif-only/slow.png'), [], 'no variant of the purged original appeared');

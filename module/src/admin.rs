@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::config::store;
 use super::util::{bytes, guard, header_in, loc_conf, local_port, push_header, send_text};
+use ngx_http_pagespeed_module::http::csrf;
 use ngx_http_pagespeed_module::http::purge::{
     parse_json, parse_target, PurgeRequest, Scope, MAX_BODY,
 };
@@ -143,12 +144,34 @@ unsafe fn purge_start(r: *mut ngx_http_request_t) -> ngx_int_t {
             let _ = push_header(r, b"Allow", b"POST");
             return error(r, 405, "use POST with a JSON body");
         }
+        let origin = header_in(r, "origin");
+        let fetch_site = header_in(r, "sec-fetch-site");
+        let host = header_in(r, "host").unwrap_or_default();
+        let allowed = loc_conf(r).purge_allow_origin();
+        if let Some(why) =
+            csrf::cross_site(origin.as_deref(), fetch_site.as_deref(), &host, allowed)
+        {
+            let rc = ngx_http_discard_request_body(r);
+            if rc != NGX_OK as ngx_int_t {
+                return rc;
+            }
+            return error(r, 403, &why);
+        }
         if !authorized(r) {
             let rc = ngx_http_discard_request_body(r);
             if rc != NGX_OK as ngx_int_t {
                 return rc;
             }
             return unauthorized(r);
+        }
+        let content_type = header_in(r, "content-type").unwrap_or_default();
+        if !csrf::is_json(&content_type) {
+            let rc = ngx_http_discard_request_body(r);
+            if rc != NGX_OK as ngx_int_t {
+                return rc;
+            }
+            let _ = push_header(r, b"Accept-Post", JSON.as_bytes());
+            return error(r, 415, "the purge API takes Content-Type: application/json");
         }
         if (*r).headers_in.content_length_n > MAX_BODY as i64 {
             let rc = ngx_http_discard_request_body(r);

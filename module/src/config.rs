@@ -22,6 +22,7 @@ use ngx::http::{
 use ngx::ngx_conf_log_error;
 
 use super::{admin, Module};
+use ngx_http_pagespeed_module::http::csrf::Origin;
 use ngx_http_pagespeed_module::store::{Backing, Opened, Store, StoreConfig, StoreError};
 use ngx_http_pagespeed_module::variant::VariantPolicy;
 
@@ -75,6 +76,8 @@ pub struct LocConf {
     pub variants: Option<VariantPolicy>,
     /// `pagespeed_build_on_fill`: build the full-size variants as soon as an original is stored.
     pub build_on_fill: ngx_flag_t,
+    /// `pagespeed_purge_allow_origin`: pages of these origins may use the purge API.
+    pub purge_allow_origin: Option<Vec<Origin>>,
 }
 
 impl Default for LocConf {
@@ -89,6 +92,7 @@ impl Default for LocConf {
             statuses: None,
             variants: None,
             build_on_fill: NGX_CONF_UNSET as ngx_flag_t,
+            purge_allow_origin: None,
         }
     }
 }
@@ -108,6 +112,10 @@ impl LocConf {
 
     pub fn purge_token(&self) -> &[u8] {
         str_bytes(&self.purge_token)
+    }
+
+    pub fn purge_allow_origin(&self) -> &[Origin] {
+        self.purge_allow_origin.as_deref().unwrap_or_default()
     }
 }
 
@@ -154,6 +162,9 @@ impl Merge for LocConf {
         if self.variants.is_none() {
             self.variants = prev.variants;
         }
+        if self.purge_allow_origin.is_none() {
+            self.purge_allow_origin = prev.purge_allow_origin.clone();
+        }
         if self.build_on_fill == NGX_CONF_UNSET as ngx_flag_t {
             self.build_on_fill = if prev.build_on_fill == NGX_CONF_UNSET as ngx_flag_t {
                 1
@@ -174,7 +185,7 @@ const fn ngx_string(s: &'static CStr) -> ngx_str_t {
 
 const LOC: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
-pub static mut NGX_HTTP_PAGESPEED_COMMANDS: [ngx_command_t; 15] = [
+pub static mut NGX_HTTP_PAGESPEED_COMMANDS: [ngx_command_t; 16] = [
     ngx_command_t {
         name: ngx_string(c"pagespeed_cache_path"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE123) as ngx_uint_t,
@@ -237,6 +248,14 @@ pub static mut NGX_HTTP_PAGESPEED_COMMANDS: [ngx_command_t; 15] = [
         set: Some(ngx_conf_set_str_slot),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: std::mem::offset_of!(LocConf, purge_token),
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string(c"pagespeed_purge_allow_origin"),
+        type_: (LOC | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(set_purge_allow_origin),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
         post: ptr::null_mut(),
     },
     ngx_command_t {
@@ -457,6 +476,44 @@ extern "C" fn set_variants(
     }
     VARIANTS_CONFIGURED.store(true, std::sync::atomic::Ordering::Relaxed);
     lc.variants = Some(p);
+    CONF_OK
+}
+
+extern "C" fn set_purge_allow_origin(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes our location conf.
+    let lc = unsafe { &mut *(conf as *mut LocConf) };
+    if lc.purge_allow_origin.is_some() {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "\"pagespeed_purge_allow_origin\" directive is duplicate"
+        );
+        return CONF_ERROR;
+    }
+    // SAFETY: called while parsing.
+    let a = unsafe { args(cf) };
+    let mut allowed = Vec::new();
+    if !(a.len() == 2 && a[1] == b"off") {
+        for v in &a[1..] {
+            match Origin::parse(&String::from_utf8_lossy(v)) {
+                Some(o) => allowed.push(o),
+                None => {
+                    ngx_conf_log_error!(
+                        NGX_LOG_EMERG,
+                        cf,
+                        "invalid origin \"{}\" in \"pagespeed_purge_allow_origin\" (http://host[:port] or https://host[:port], or off)",
+                        String::from_utf8_lossy(v)
+                    );
+                    return CONF_ERROR;
+                }
+            }
+        }
+    }
+    lc.purge_allow_origin = Some(allowed);
     CONF_OK
 }
 

@@ -2,6 +2,7 @@
 //! freshness (RFC 9111), the stored response metadata, and purge request parsing.
 
 pub mod cache_control;
+pub mod csrf;
 pub mod meta;
 pub mod purge;
 pub mod url;
