@@ -4,7 +4,7 @@
 //   node report.mjs --suite DIR --target LABEL=RESULTS.json [--target ...]
 //                   [--retry LABEL=RESULTS.json ...] [--published FILE]
 //                   [--baseline FILE --baseline-target LABEL (--check | --update | --candidates)]
-//                   [--failures LABEL ...] [--json OUT]
+//                   [--failures LABEL ...] [--json OUT] [--markdown]
 //
 // Outcomes follow the suite's own rules (its determineTestResult): a test whose dependency did
 // not pass is not judged; a failed "required" test is a failure, a failed "optimal" test a
@@ -22,6 +22,8 @@ for (let i = 0; i < argv.length; i++) {
   const flag = a.replace(/^--/, '')
   if (['check', 'update', 'candidates'].includes(flag)) {
     args.mode = flag
+  } else if (flag === 'markdown') {
+    args.markdown = true
   } else if (['target', 'retry', 'failures'].includes(flag)) {
     args[flag].push(argv[++i])
   } else if (['suite', 'published', 'baseline', 'baseline-target', 'json'].includes(flag)) {
@@ -110,20 +112,34 @@ const header = `${suite.version} (${suite.layout === 'release' ? 'npm release' :
   `${proxyTests.length} tests for a reverse proxy; ${tests.size - proxyTests.length} browser-only skipped)`
 
 function printGroups () {
-  const w = Math.max(...suite.groups.map(g => g.id.length), 5) + 2
-  const colw = Math.max(19, ...targets.map(t => t.label.length))
-  console.log(`http-cache-tests ${header}`)
-  console.log('columns: passed, failed (required), missed reuse (optimal failed), not judged ' +
-    '(a dependency failed, setup or harness error)')
-  console.log(pad('', w) + targets.map(t => '| ' + pad(t.label, colw)).join(' '))
-  console.log(pad('group', w) + targets.map(() => '| ' + pad('pass fail miss   nj', colw)).join(' '))
-  for (const g of suite.groups) {
-    const ids = g.tests.filter(t => t.browser_only !== true).map(t => t.id)
-    if (!ids.length) continue
-    console.log(pad(g.id, w) + targets.map(t => '| ' + pad(cell(tally(t.outcomes, ids)), colw)).join(' '))
-  }
   const all = proxyTests.map(t => t.id)
-  console.log(pad('total', w) + targets.map(t => '| ' + pad(cell(tally(t.outcomes, all)), colw)).join(' '))
+  const rows = suite.groups
+    .map(g => [g.id, g.tests.filter(t => t.browser_only !== true).map(t => t.id)])
+    .filter(([, ids]) => ids.length)
+  rows.push(['total', all])
+  console.log(`http-cache-tests ${header}`)
+  if (args.markdown) {
+    // One cell per target: passed / failed (required) / missed reuse / not judged.
+    console.log(`\n| group | ${targets.map(t => t.label).join(' | ')} |`)
+    console.log(`|---|${targets.map(() => '---:|').join('')}`)
+    for (const [id, ids] of rows) {
+      const b = id === 'total' ? '**' : ''
+      console.log(`| ${b}${id}${b} | ${targets.map(t => {
+        const c = tally(t.outcomes, ids)
+        return `${b}${c.pass} / ${c.fail} / ${c.missed} / ${c.notJudged}${b}`
+      }).join(' | ')} |`)
+    }
+  } else {
+    const w = Math.max(...rows.map(([id]) => id.length), 5) + 2
+    const colw = Math.max(19, ...targets.map(t => t.label.length))
+    console.log('columns: passed, failed (required), missed reuse (optimal failed), not judged ' +
+      '(a dependency failed, setup or harness error)')
+    console.log(pad('', w) + targets.map(t => '| ' + pad(t.label, colw)).join(' '))
+    console.log(pad('group', w) + targets.map(() => '| ' + pad('pass fail miss   nj', colw)).join(' '))
+    for (const [id, ids] of rows) {
+      console.log(pad(id, w) + targets.map(t => '| ' + pad(cell(tally(t.outcomes, ids)), colw)).join(' '))
+    }
+  }
   for (const t of targets) {
     const c = tally(t.outcomes, all)
     console.log(`${t.label}: ${c.pass} passed, ${c.fail} required failed, ${c.missed} missed reuse, ` +
@@ -146,10 +162,15 @@ async function publishedFromSuite () {
 function printPublished (title, rows) {
   if (!rows.length) return
   console.log(`\n${title}`)
+  if (args.markdown) {
+    console.log('\n| cache | passed | required failed | missed reuse |\n|---|---:|---:|---:|')
+    for (const r of rows) console.log(`| ${r.name} ${r.version} | ${r.pass} | ${r.fail} | ${r.missed} |`)
+    return
+  }
   console.log(`${pad('cache', 26)} ${lpad('passed', 6)} ${lpad('failed', 6)} ${lpad('missed', 6)}`)
   for (const r of rows) {
     console.log(`${pad(`${r.name} ${r.version}`, 26)} ${lpad(r.pass, 6)} ${lpad(r.fail, 6)} ` +
-      `${lpad(r.missed ?? '', 6)}`)
+      `${lpad(r.missed, 6)}`)
   }
 }
 
