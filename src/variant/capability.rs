@@ -1,53 +1,8 @@
 //! The request side: what a client can take, from `Accept`, `User-Agent`, the viewport and
 //! density client hints, `Save-Data` and `Accept-Encoding`.
 
-use super::encoding::{weighted_items, AcceptEncoding};
-
-/// Viewport classes images are resized for; `Original` serves the source width.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Viewport {
-    Original = 0,
-    /// Phones: images at most 480 CSS px wide.
-    W480 = 1,
-    /// Tablets: at most 768 CSS px.
-    W768 = 2,
-}
-
-impl Viewport {
-    pub fn width(self) -> Option<u32> {
-        match self {
-            Viewport::Original => None,
-            Viewport::W480 => Some(480),
-            Viewport::W768 => Some(768),
-        }
-    }
-
-    pub fn from_width(css_px: f64) -> Viewport {
-        if css_px <= 480.0 {
-            Viewport::W480
-        } else if css_px <= 768.0 {
-            Viewport::W768
-        } else {
-            Viewport::Original
-        }
-    }
-
-    pub fn from_bits(b: u32) -> Option<Viewport> {
-        match b {
-            0 => Some(Viewport::Original),
-            1 => Some(Viewport::W480),
-            2 => Some(Viewport::W768),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Density {
-    X1 = 0,
-    /// Device pixel ratio 1.5 and above: images at twice the CSS width.
-    X2 = 1,
-}
+use super::accept::{accept_image_formats, AcceptEncoding};
+use super::descriptor::{Density, Viewport};
 
 /// Where the viewport class came from (decides which request headers responses vary on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,89 +30,116 @@ fn clip(v: &[u8]) -> &[u8] {
     &v[..v.len().min(MAX_SCAN)]
 }
 
+/// The request headers capabilities are read from, in the order a response names them in
+/// `Vary`. The one list every use reads: parsing, selection's header filter, `Vary`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hint {
+    Accept = 0,
+    SaveData = 1,
+    UserAgent = 2,
+    SecChViewportWidth = 3,
+    ViewportWidth = 4,
+    SecChDpr = 5,
+    Dpr = 6,
+    AcceptEncoding = 7,
+}
+
+impl Hint {
+    pub const ALL: [Hint; 8] = [
+        Hint::Accept,
+        Hint::SaveData,
+        Hint::UserAgent,
+        Hint::SecChViewportWidth,
+        Hint::ViewportWidth,
+        Hint::SecChDpr,
+        Hint::Dpr,
+        Hint::AcceptEncoding,
+    ];
+
+    /// The header's name as responses spell it (`Vary`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Hint::Accept => "Accept",
+            Hint::SaveData => "Save-Data",
+            Hint::UserAgent => "User-Agent",
+            Hint::SecChViewportWidth => "Sec-CH-Viewport-Width",
+            Hint::ViewportWidth => "Viewport-Width",
+            Hint::SecChDpr => "Sec-CH-DPR",
+            Hint::Dpr => "DPR",
+            Hint::AcceptEncoding => "Accept-Encoding",
+        }
+    }
+
+    /// The hint a header name (any case) is, if it is one.
+    pub fn from_name(name: &[u8]) -> Option<Hint> {
+        Hint::ALL
+            .into_iter()
+            .find(|h| name.eq_ignore_ascii_case(h.name().as_bytes()))
+    }
+}
+
 /// The request headers capabilities come from, borrowed; the first line of each wins.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CapabilityHeaders<'a> {
-    pub accept: Option<&'a [u8]>,
-    pub user_agent: Option<&'a [u8]>,
-    pub sec_ch_viewport_width: Option<&'a [u8]>,
-    pub viewport_width: Option<&'a [u8]>,
-    pub sec_ch_dpr: Option<&'a [u8]>,
-    pub dpr: Option<&'a [u8]>,
-    pub save_data: Option<&'a [u8]>,
-    pub accept_encoding: Option<&'a [u8]>,
+    values: [Option<&'a [u8]>; Hint::ALL.len()],
 }
 
 impl<'a> CapabilityHeaders<'a> {
-    /// Offers one request header (lowercase name); keeps it if it is one of ours.
-    pub fn offer(&mut self, lc_name: &[u8], value: &'a [u8]) {
-        let slot = match lc_name {
-            b"accept" => &mut self.accept,
-            b"user-agent" => &mut self.user_agent,
-            b"sec-ch-viewport-width" => &mut self.sec_ch_viewport_width,
-            b"viewport-width" => &mut self.viewport_width,
-            b"sec-ch-dpr" => &mut self.sec_ch_dpr,
-            b"dpr" => &mut self.dpr,
-            b"save-data" => &mut self.save_data,
-            b"accept-encoding" => &mut self.accept_encoding,
-            _ => return,
-        };
-        if slot.is_none() {
-            *slot = Some(value);
+    /// Offers one request header; keeps it if it is one of ours.
+    pub fn offer(&mut self, name: &[u8], value: &'a [u8]) {
+        if let Some(h) = Hint::from_name(name) {
+            self.values[h as usize].get_or_insert(value);
         }
+    }
+
+    pub fn get(&self, h: Hint) -> Option<&'a [u8]> {
+        self.values[h as usize]
     }
 }
 
 impl Capabilities {
     /// `header` returns a request header's value by lowercase name.
     pub fn from_request(header: &dyn Fn(&str) -> Option<Vec<u8>>) -> Capabilities {
-        let names = [
-            "accept",
-            "user-agent",
-            "sec-ch-viewport-width",
-            "viewport-width",
-            "sec-ch-dpr",
-            "dpr",
-            "save-data",
-            "accept-encoding",
-        ];
-        let owned: Vec<(&str, Vec<u8>)> = names
+        let owned: Vec<(Hint, Vec<u8>)> = Hint::ALL
             .iter()
-            .filter_map(|n| Some((*n, header(n)?)))
+            .filter_map(|&h| Some((h, header(&h.name().to_ascii_lowercase())?)))
             .collect();
-        let mut h = CapabilityHeaders::default();
-        for (n, v) in &owned {
-            h.offer(n.as_bytes(), v);
+        let mut headers = CapabilityHeaders::default();
+        for (h, v) in &owned {
+            headers.values[*h as usize] = Some(v);
         }
-        Capabilities::from_headers(&h)
+        Capabilities::from_headers(&headers)
     }
 
     pub fn from_headers(h: &CapabilityHeaders) -> Capabilities {
         let (avif, webp) = h
-            .accept
+            .get(Hint::Accept)
             .map_or((false, false), |a| accept_image_formats(clip(a)));
         let hinted = h
-            .sec_ch_viewport_width
-            .or(h.viewport_width)
+            .get(Hint::SecChViewportWidth)
+            .or(h.get(Hint::ViewportWidth))
             .and_then(parse_number)
             .filter(|w| *w > 0.0);
         let (viewport, viewport_source) = match hinted {
             Some(w) => (Viewport::from_width(w), ViewportSource::ClientHint),
-            None => match h.user_agent {
+            None => match h.get(Hint::UserAgent) {
                 Some(ua) => (device_class(clip(ua)), ViewportSource::UserAgent),
                 None => (Viewport::Original, ViewportSource::None),
             },
         };
-        let dpr = h.sec_ch_dpr.or(h.dpr).and_then(parse_number);
+        let dpr = h
+            .get(Hint::SecChDpr)
+            .or(h.get(Hint::Dpr))
+            .and_then(parse_number);
         let density = if dpr.is_some_and(|d| d >= 1.5) {
             Density::X2
         } else {
             Density::X1
         };
         let save_data = h
-            .save_data
+            .get(Hint::SaveData)
             .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"on"));
-        let encoding = AcceptEncoding::parse(clip(h.accept_encoding.unwrap_or_default()));
+        let encoding = AcceptEncoding::parse(clip(h.get(Hint::AcceptEncoding).unwrap_or_default()));
         Capabilities {
             avif,
             webp,
@@ -174,22 +156,6 @@ fn parse_number(v: &[u8]) -> Option<f64> {
     let s = std::str::from_utf8(clip(v)).ok()?.trim();
     let n: f64 = s.parse().ok()?;
     n.is_finite().then_some(n)
-}
-
-/// Whether `Accept` names AVIF and WebP with a non-zero q. Wildcards (`image/*`, `*/*`) do not
-/// count: browsers that decode a modern format name it, and serving it to a client that only
-/// sent `*/*` (curl, crawlers, old apps) risks an undecodable image.
-pub fn accept_image_formats(accept: &[u8]) -> (bool, bool) {
-    let mut avif = false;
-    let mut webp = false;
-    for (media, q_ok) in weighted_items(accept) {
-        if media.eq_ignore_ascii_case(b"image/avif") {
-            avif = q_ok;
-        } else if media.eq_ignore_ascii_case(b"image/webp") {
-            webp = q_ok;
-        }
-    }
-    (avif, webp)
 }
 
 /// Device class from a User-Agent: phones, tablets, everything else.
@@ -222,27 +188,6 @@ mod tests {
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.clone())
         })
-    }
-
-    #[test]
-    fn accept_names_modern_formats_with_q_values() {
-        let cases: &[(&str, (bool, bool))] = &[
-            (
-                "image/avif,image/webp,image/apng,image/*,*/*;q=0.8",
-                (true, true),
-            ),
-            ("image/webp,*/*", (false, true)),
-            ("*/*", (false, false)),
-            ("image/*", (false, false)),
-            ("IMAGE/AVIF;Q=0.5", (true, false)),
-            ("image/avif;q=0, image/webp;q=0.1", (false, true)),
-            ("image/webp;q=abc", (false, false)),
-            ("", (false, false)),
-            (",,;;,image/webp ; q=1.0", (false, true)),
-        ];
-        for (accept, want) in cases {
-            assert_eq!(accept_image_formats(accept.as_bytes()), *want, "{accept}");
-        }
     }
 
     #[test]

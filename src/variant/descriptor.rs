@@ -1,4 +1,5 @@
-//! The 32-bit variant descriptor (bit layout in docs/ARCHITECTURE.md):
+//! What an alternate is: the 32-bit variant descriptor stored with it (bit layout in
+//! docs/ARCHITECTURE.md) and the value types its fields hold.
 //!
 //! ```text
 //! bits 0-2   content encoding (Encoding)
@@ -10,7 +11,51 @@
 //! bits 16-31 hash of the origin's Vary request values (bit 3 set), or sentinel kind
 //! ```
 
-use super::capability::{Density, Viewport};
+/// Viewport classes images are resized for; `Original` serves the source width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Viewport {
+    Original = 0,
+    /// Phones: images at most 480 CSS px wide.
+    W480 = 1,
+    /// Tablets: at most 768 CSS px.
+    W768 = 2,
+}
+
+impl Viewport {
+    pub fn width(self) -> Option<u32> {
+        match self {
+            Viewport::Original => None,
+            Viewport::W480 => Some(480),
+            Viewport::W768 => Some(768),
+        }
+    }
+
+    pub fn from_width(css_px: f64) -> Viewport {
+        if css_px <= 480.0 {
+            Viewport::W480
+        } else if css_px <= 768.0 {
+            Viewport::W768
+        } else {
+            Viewport::Original
+        }
+    }
+
+    pub fn from_bits(b: u32) -> Option<Viewport> {
+        match b {
+            0 => Some(Viewport::Original),
+            1 => Some(Viewport::W480),
+            2 => Some(Viewport::W768),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Density {
+    X1 = 0,
+    /// Device pixel ratio 1.5 and above: images at twice the CSS width.
+    X2 = 1,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {

@@ -1,13 +1,15 @@
 //! Variants: the 32-bit descriptor stored with every alternate, the client's capabilities,
 //! the choice of the best alternate for a request, and which variant to build for it.
 
+pub mod accept;
 pub mod capability;
 pub mod descriptor;
-pub mod encoding;
+pub mod select;
 
-pub use capability::{Capabilities, CapabilityHeaders, Density, Viewport, ViewportSource};
-pub use descriptor::{Descriptor, Encoding, Format};
-pub use encoding::AcceptEncoding;
+pub use accept::AcceptEncoding;
+pub use capability::{Capabilities, CapabilityHeaders, Hint, ViewportSource};
+pub use descriptor::{Density, Descriptor, Encoding, Format, Viewport};
+pub use select::{accept_ch, on_fill, score, vary_headers, wanted, VaryValues};
 
 /// Which variants a location builds (from its configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,337 +69,32 @@ impl SourceKind {
     }
 }
 
-/// Scores an alternate for a client (None: must not be served to it). Higher is better. The
-/// original is always acceptable (if its encoding is); a built variant only when the client
-/// takes its format, its viewport and density match the client's, and Save-Data variants
-/// only to clients that asked.
-pub fn score(desc: Descriptor, caps: &Capabilities) -> Option<u32> {
-    if desc.is_sentinel() || !caps.encoding.accepts(desc.encoding()) {
-        return None;
-    }
-    let mut s = match desc.encoding() {
-        Encoding::Br => 4,
-        Encoding::Zstd => 3,
-        Encoding::Gzip => 2,
-        _ => 1,
-    };
-    match desc.format() {
-        Format::Avif if !caps.avif => return None,
-        Format::Webp if !caps.webp => return None,
-        Format::Avif => s += 30,
-        Format::Webp => s += 20,
-        Format::Jpeg | Format::Png => s += 10,
-        Format::Original => {}
-    }
-    if desc.viewport() != Viewport::Original {
-        if desc.viewport() != caps.viewport || desc.density() != caps.density {
-            return None;
-        }
-        s += 100;
-    }
-    if desc.save_data() {
-        if !caps.save_data {
-            return None;
-        }
-        s += 200;
-    }
-    Some(s)
-}
-
-/// The variant worth building for this client, if any: the best format it takes, resized for
-/// its viewport and density, lighter for Save-Data (images); its best compression (text).
-pub fn wanted(kind: SourceKind, caps: &Capabilities, policy: &VariantPolicy) -> Option<Descriptor> {
-    if kind == SourceKind::Text {
-        let enc = if policy.br && caps.encoding.accepts(Encoding::Br) {
-            Encoding::Br
-        } else if policy.gzip && caps.encoding.accepts(Encoding::Gzip) {
-            Encoding::Gzip
-        } else {
-            return None;
-        };
-        return Some(Descriptor::original(enc, None));
-    }
-    if !kind.is_image() {
-        return None;
-    }
-    let viewport = if policy.resize {
-        caps.viewport
-    } else {
-        Viewport::Original
-    };
-    let save_data = policy.save_data && caps.save_data;
-    let format = if policy.avif && caps.avif {
-        Format::Avif
-    } else if policy.webp && caps.webp {
-        Format::Webp
-    } else if viewport != Viewport::Original || save_data {
-        match kind {
-            SourceKind::Jpeg => Format::Jpeg,
-            SourceKind::Png | SourceKind::Gif => Format::Png,
-            _ => return None,
-        }
-    } else {
-        return None;
-    };
-    Some(Descriptor::variant(
-        format,
-        viewport,
-        caps.density,
-        save_data,
-        Encoding::Identity,
-    ))
-}
-
-/// The variants built as soon as an original is stored (before any client asks): the
-/// full-size modern formats for images, both compressions for text.
-pub fn on_fill(kind: SourceKind, policy: &VariantPolicy) -> Vec<Descriptor> {
-    let mut out = Vec::new();
-    let id = Encoding::Identity;
-    if kind.is_image() {
-        if policy.webp && kind != SourceKind::Webp {
-            out.push(Descriptor::variant(
-                Format::Webp,
-                Viewport::Original,
-                Density::X1,
-                false,
-                id,
-            ));
-        }
-        if policy.avif {
-            out.push(Descriptor::variant(
-                Format::Avif,
-                Viewport::Original,
-                Density::X1,
-                false,
-                id,
-            ));
-        }
-    } else if kind == SourceKind::Text {
-        if policy.gzip {
-            out.push(Descriptor::original(Encoding::Gzip, None));
-        }
-        if policy.br {
-            out.push(Descriptor::original(Encoding::Br, None));
-        }
-    }
-    out
-}
-
 impl VariantPolicy {
     pub fn any(&self) -> bool {
         *self != VariantPolicy::default()
     }
 
-    /// Whether selection under this policy reads a request header (lowercase name): a hit
-    /// parses only those. Accept-Encoding always counts (origins send encoded responses).
-    pub fn uses_header(&self, lc_name: &[u8]) -> bool {
-        match lc_name {
-            b"accept-encoding" => true,
-            b"accept" => self.webp || self.avif,
-            b"save-data" => self.save_data,
-            b"user-agent"
-            | b"sec-ch-viewport-width"
-            | b"viewport-width"
-            | b"sec-ch-dpr"
-            | b"dpr" => self.resize,
-            _ => false,
+    /// Whether selection under this policy reads a hint. Accept-Encoding always counts
+    /// (origins send encoded responses).
+    pub fn reads(&self, h: Hint) -> bool {
+        match h {
+            Hint::AcceptEncoding => true,
+            Hint::Accept => self.webp || self.avif,
+            Hint::SaveData => self.save_data,
+            Hint::UserAgent
+            | Hint::SecChViewportWidth
+            | Hint::ViewportWidth
+            | Hint::SecChDpr
+            | Hint::Dpr => self.resize,
         }
     }
 
-    fn images(&self) -> bool {
+    /// Whether selection reads a request header (any case): a hit parses only those.
+    pub fn uses_header(&self, name: &[u8]) -> bool {
+        Hint::from_name(name).is_some_and(|h| self.reads(h))
+    }
+
+    pub(crate) fn images(&self) -> bool {
         self.webp || self.avif || self.resize || self.save_data
-    }
-}
-
-/// The request headers a response of `kind` varies on under `policy`: what a downstream
-/// cache must key on, on the original as much as on its variants.
-pub fn vary_headers(kind: SourceKind, policy: &VariantPolicy) -> Vec<&'static str> {
-    let mut v = Vec::new();
-    if kind.is_image() && policy.images() {
-        if policy.webp || policy.avif {
-            v.push("Accept");
-        }
-        if policy.save_data {
-            v.push("Save-Data");
-        }
-        if policy.resize {
-            v.extend([
-                "User-Agent",
-                "Sec-CH-Viewport-Width",
-                "Viewport-Width",
-                "Sec-CH-DPR",
-                "DPR",
-            ]);
-        }
-    } else if kind == SourceKind::Text && (policy.gzip || policy.br) {
-        v.push("Accept-Encoding");
-    }
-    v
-}
-
-/// `Accept-CH` asks browsers for the hints resizing uses (they send them on later requests).
-pub fn accept_ch(policy: &VariantPolicy) -> Option<&'static str> {
-    policy.resize.then_some("Sec-CH-Viewport-Width, Sec-CH-DPR")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn caps(accept: &str, ua: &str, extra: &[(&str, &str)]) -> Capabilities {
-        let mut h: Vec<(String, Vec<u8>)> = vec![
-            ("accept".into(), accept.as_bytes().to_vec()),
-            ("user-agent".into(), ua.as_bytes().to_vec()),
-        ];
-        for (n, v) in extra {
-            h.push((n.to_ascii_lowercase(), v.as_bytes().to_vec()));
-        }
-        Capabilities::from_request(&move |name: &str| {
-            h.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
-        })
-    }
-
-    const DESKTOP: &str = "X11; Linux x86_64";
-    const PHONE: &str = "iPhone; Mobile";
-    const ALL: VariantPolicy = VariantPolicy {
-        webp: true,
-        avif: true,
-        resize: true,
-        save_data: true,
-        gzip: true,
-        br: true,
-    };
-
-    fn v(f: Format, vp: Viewport, d: Density, sd: bool) -> Descriptor {
-        Descriptor::variant(f, vp, d, sd, Encoding::Identity)
-    }
-
-    fn best(stored: &[Descriptor], c: &Capabilities) -> Option<Descriptor> {
-        stored
-            .iter()
-            .filter_map(|&d| score(d, c).map(|s| (s, d)))
-            .max_by_key(|(s, _)| *s)
-            .map(|(_, d)| d)
-    }
-
-    #[test]
-    fn the_original_is_always_acceptable_and_formats_need_acceptance() {
-        let orig = Descriptor::original(Encoding::Identity, None);
-        let webp = v(Format::Webp, Viewport::Original, Density::X1, false);
-        let avif = v(Format::Avif, Viewport::Original, Density::X1, false);
-        let stored = [orig, webp, avif];
-        assert_eq!(best(&stored, &caps("*/*", DESKTOP, &[])), Some(orig));
-        assert_eq!(
-            best(&stored, &caps("image/webp,*/*", DESKTOP, &[])),
-            Some(webp)
-        );
-        assert_eq!(
-            best(&stored, &caps("image/avif,image/webp", DESKTOP, &[])),
-            Some(avif)
-        );
-    }
-
-    #[test]
-    fn a_client_taking_avif_and_webp_gets_webp_while_avif_is_missing() {
-        let c = caps("image/avif,image/webp,*/*", DESKTOP, &[]);
-        let orig = Descriptor::original(Encoding::Identity, None);
-        let webp = v(Format::Webp, Viewport::Original, Density::X1, false);
-        assert_eq!(best(&[orig, webp], &c), Some(webp));
-        assert_eq!(
-            wanted(SourceKind::Jpeg, &c, &ALL),
-            Some(v(Format::Avif, Viewport::Original, Density::X1, false))
-        );
-    }
-
-    #[test]
-    fn resized_variants_go_only_to_their_viewport_and_density() {
-        let phone = caps("image/webp", PHONE, &[]);
-        let phone2x = caps("image/webp", PHONE, &[("Sec-CH-DPR", "3")]);
-        let small = v(Format::Webp, Viewport::W480, Density::X1, false);
-        let full = v(Format::Webp, Viewport::Original, Density::X1, false);
-        assert_eq!(best(&[full, small], &phone), Some(small));
-        assert_eq!(best(&[full, small], &phone2x), Some(full));
-        assert_eq!(
-            best(&[full, small], &caps("image/webp", DESKTOP, &[])),
-            Some(full)
-        );
-        assert_eq!(
-            wanted(SourceKind::Png, &phone2x, &ALL),
-            Some(v(Format::Webp, Viewport::W480, Density::X2, false))
-        );
-    }
-
-    #[test]
-    fn save_data_variants_only_for_clients_that_ask() {
-        let sd = v(Format::Webp, Viewport::Original, Density::X1, true);
-        let full = v(Format::Webp, Viewport::Original, Density::X1, false);
-        assert_eq!(
-            best(&[full, sd], &caps("image/webp", DESKTOP, &[])),
-            Some(full)
-        );
-        assert_eq!(
-            best(
-                &[full, sd],
-                &caps("image/webp", DESKTOP, &[("Save-Data", "on")])
-            ),
-            Some(sd)
-        );
-    }
-
-    #[test]
-    fn encodings_and_sentinels() {
-        let c = caps("*/*", DESKTOP, &[("Accept-Encoding", "gzip, br")]);
-        let plain = caps("*/*", DESKTOP, &[]);
-        let orig = Descriptor::original(Encoding::Identity, None);
-        let gz = Descriptor::original(Encoding::Gzip, None);
-        let br = Descriptor::original(Encoding::Br, None);
-        assert_eq!(best(&[orig, gz, br], &c), Some(br));
-        assert_eq!(best(&[orig, gz, br], &plain), Some(orig));
-        assert_eq!(best(&[Descriptor::declined(br)], &c), None);
-        assert_eq!(wanted(SourceKind::Text, &c, &ALL), Some(br));
-        assert_eq!(wanted(SourceKind::Text, &plain, &ALL), None);
-    }
-
-    #[test]
-    fn responses_vary_on_what_selected_them() {
-        assert_eq!(
-            vary_headers(SourceKind::Jpeg, &ALL)[..2],
-            ["Accept", "Save-Data"]
-        );
-        assert!(vary_headers(SourceKind::Jpeg, &ALL).contains(&"Sec-CH-DPR"));
-        assert_eq!(vary_headers(SourceKind::Text, &ALL), ["Accept-Encoding"]);
-        assert!(vary_headers(SourceKind::Other, &ALL).is_empty());
-        let webp_only = VariantPolicy {
-            webp: true,
-            ..Default::default()
-        };
-        assert_eq!(vary_headers(SourceKind::Png, &webp_only), ["Accept"]);
-        assert!(vary_headers(SourceKind::Text, &webp_only).is_empty());
-        assert_eq!(accept_ch(&ALL), Some("Sec-CH-Viewport-Width, Sec-CH-DPR"));
-        assert_eq!(accept_ch(&webp_only), None);
-    }
-
-    #[test]
-    fn nothing_is_built_without_a_reason() {
-        let plain = caps("*/*", DESKTOP, &[]);
-        assert_eq!(wanted(SourceKind::Jpeg, &plain, &ALL), None);
-        assert_eq!(
-            wanted(SourceKind::Other, &caps("image/webp", PHONE, &[]), &ALL),
-            None
-        );
-        let off = VariantPolicy::default();
-        assert_eq!(
-            wanted(SourceKind::Jpeg, &caps("image/avif", PHONE, &[]), &off),
-            None
-        );
-        // A phone without modern formats still gets a smaller image in the source's format.
-        assert_eq!(
-            wanted(SourceKind::Jpeg, &caps("*/*", PHONE, &[]), &ALL),
-            Some(v(Format::Jpeg, Viewport::W480, Density::X1, false))
-        );
-        assert_eq!(
-            on_fill(SourceKind::Webp, &ALL),
-            vec![v(Format::Avif, Viewport::Original, Density::X1, false)]
-        );
     }
 }

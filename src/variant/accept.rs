@@ -1,4 +1,5 @@
-//! `Accept-Encoding` (RFC 9110 12.5.3): which content codings a client accepts.
+//! Lists with quality values (RFC 9110 12.4.2): which content codings a client accepts
+//! (`Accept-Encoding`, 12.5.3) and which image formats it names in `Accept`.
 
 use super::descriptor::Encoding;
 
@@ -32,6 +33,22 @@ pub fn weighted_items(v: &[u8]) -> impl Iterator<Item = (&[u8], bool)> + '_ {
         }
         (name, ok)
     })
+}
+
+/// Whether `Accept` names AVIF and WebP with a non-zero q. Wildcards (`image/*`, `*/*`) do not
+/// count: browsers that decode a modern format name it, and serving it to a client that only
+/// sent `*/*` (curl, crawlers, old apps) risks an undecodable image.
+pub fn accept_image_formats(accept: &[u8]) -> (bool, bool) {
+    let mut avif = false;
+    let mut webp = false;
+    for (media, q_ok) in weighted_items(accept) {
+        if media.eq_ignore_ascii_case(b"image/avif") {
+            avif = q_ok;
+        } else if media.eq_ignore_ascii_case(b"image/webp") {
+            webp = q_ok;
+        }
+    }
+    (avif, webp)
 }
 
 impl AcceptEncoding {
@@ -113,6 +130,27 @@ mod tests {
             assert_eq!(&got, want, "{}", String::from_utf8_lossy(h));
         }
         assert!(!AcceptEncoding::parse(b"*").accepts(Encoding::Other));
+    }
+
+    #[test]
+    fn accept_names_modern_formats_with_q_values() {
+        let cases: &[(&str, (bool, bool))] = &[
+            (
+                "image/avif,image/webp,image/apng,image/*,*/*;q=0.8",
+                (true, true),
+            ),
+            ("image/webp,*/*", (false, true)),
+            ("*/*", (false, false)),
+            ("image/*", (false, false)),
+            ("IMAGE/AVIF;Q=0.5", (true, false)),
+            ("image/avif;q=0, image/webp;q=0.1", (false, true)),
+            ("image/webp;q=abc", (false, false)),
+            ("", (false, false)),
+            (",,;;,image/webp ; q=1.0", (false, true)),
+        ];
+        for (accept, want) in cases {
+            assert_eq!(accept_image_formats(accept.as_bytes()), *want, "{accept}");
+        }
     }
 
     #[test]
