@@ -28,13 +28,13 @@ unsafe fn reply(r: *mut ngx_http_request_t, status: usize, v: serde_json::Value)
     unsafe { send_text(r, status, JSON, body.as_bytes()) }
 }
 
-unsafe fn error(r: *mut ngx_http_request_t, status: usize, msg: &str) -> ngx_int_t {
+pub(super) unsafe fn error(r: *mut ngx_http_request_t, status: usize, msg: &str) -> ngx_int_t {
     // SAFETY: as reply.
     unsafe { reply(r, status, json!({ "error": msg })) }
 }
 
 /// Checks `pagespeed_purge_token` (Bearer), comparing in constant time.
-unsafe fn authorized(r: *mut ngx_http_request_t) -> bool {
+pub(super) unsafe fn authorized(r: *mut ngx_http_request_t) -> bool {
     // SAFETY: r is live.
     let token = unsafe { loc_conf(r) }.purge_token();
     if token.is_empty() {
@@ -58,7 +58,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-unsafe fn unauthorized(r: *mut ngx_http_request_t) -> ngx_int_t {
+pub(super) unsafe fn unauthorized(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: r is live.
     unsafe {
         let _ = push_header(r, b"WWW-Authenticate", b"Bearer");
@@ -318,7 +318,7 @@ unsafe fn purge_method(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
 }
 
-unsafe fn arg(r: *mut ngx_http_request_t, name: &str) -> Option<String> {
+pub(super) unsafe fn arg(r: *mut ngx_http_request_t, name: &str) -> Option<String> {
     let mut v = ngx_str_t::empty();
     // SAFETY: r is live; ngx_http_arg only reads the name.
     let rc = unsafe { ngx_http_arg(r, name.as_ptr() as *mut u8, name.len(), &mut v) };
@@ -368,6 +368,9 @@ unsafe fn status(r: *mut ngx_http_request_t) -> ngx_int_t {
         let Some(store) = store() else {
             return error(r, 503, "no cache configured");
         };
+        if let Some(rc) = super::console::answer(r, store) {
+            return rc;
+        }
         if let Some(url) = arg(r, "url") {
             let host = String::from_utf8_lossy(bytes(&(*r).headers_in.server)).into_owned();
             return match parse_target(&url, None, None, &host) {

@@ -21,7 +21,7 @@ use ngx::http::{
 };
 use ngx::ngx_conf_log_error;
 
-use super::{admin, Module};
+use super::{admin, console, Module};
 use ngx_http_pagespeed_module::http::csrf::Origin;
 use ngx_http_pagespeed_module::store::{Backing, Opened, Store, StoreConfig, StoreError};
 use ngx_http_pagespeed_module::variant::VariantPolicy;
@@ -78,6 +78,8 @@ pub struct LocConf {
     pub build_on_fill: ngx_flag_t,
     /// `pagespeed_purge_allow_origin`: pages of these origins may use the purge API.
     pub purge_allow_origin: Option<Vec<Origin>>,
+    /// `pagespeed_status purge=URI`: where the console's purge form posts.
+    pub console_purge: Option<String>,
 }
 
 impl Default for LocConf {
@@ -93,6 +95,7 @@ impl Default for LocConf {
             variants: None,
             build_on_fill: NGX_CONF_UNSET as ngx_flag_t,
             purge_allow_origin: None,
+            console_purge: None,
         }
     }
 }
@@ -300,7 +303,7 @@ pub static mut NGX_HTTP_PAGESPEED_COMMANDS: [ngx_command_t; 16] = [
     },
     ngx_command_t {
         name: ngx_string(c"pagespeed_status"),
-        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1) as ngx_uint_t,
         set: Some(set_status_location),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
@@ -578,8 +581,19 @@ extern "C" fn set_purge_location(
 extern "C" fn set_status_location(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
-    _conf: *mut c_void,
+    conf: *mut c_void,
 ) -> *mut c_char {
+    // SAFETY: nginx passes our location conf; called while parsing.
+    let (lc, a) = unsafe { (&mut *(conf as *mut LocConf), args(cf)) };
+    if let Some(p) = a.get(1) {
+        match console::purge_location_param(p) {
+            Ok(uri) => lc.console_purge = Some(uri),
+            Err(e) => {
+                ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{e}");
+                return CONF_ERROR;
+            }
+        }
+    }
     set_admin_handler(cf, Some(admin::status_handler))
 }
 

@@ -6,6 +6,7 @@ mod admin;
 mod builder;
 mod cache;
 mod config;
+mod console;
 mod util;
 
 use std::ffi::c_void;

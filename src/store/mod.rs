@@ -190,6 +190,13 @@ pub struct AlternateInfo {
     pub stamp: u64,
     pub meta_len: u32,
     pub body_len: u32,
+    /// Its stored metadata (small: headers, not the body), for the admin console.
+    #[serde(skip)]
+    pub meta: Vec<u8>,
+    /// What a lookup would find now: fresh, stale (soft-purged), or `None` when a purge made
+    /// it invalid and it waits to be dropped at its next lookup.
+    #[serde(skip)]
+    pub freshness: Option<Freshness>,
 }
 
 enum Validity {
@@ -577,20 +584,30 @@ impl Store {
         })
     }
 
-    /// Lists the alternates stored under `key` (inspection; no validation, no counters).
+    /// Lists the alternates stored under `key`, newest first (inspection: nothing is dropped
+    /// or counted; purge state is read from the tables, bytes are not checksummed).
     pub fn alternates(&self, key: &Key) -> Result<Vec<AlternateInfo>, Fault> {
         self.with_shard(self.shard_of(key), |sh| {
             let Some(pos) = sh.find(&key.0) else {
                 return Ok(Vec::new());
             };
+            let clock = self.seg.header().purge_clock.load(Acquire);
             let mut out = Vec::new();
             for off in sh.chain(pos)? {
                 let h = sh.header(off)?;
+                let (scope, meta, _) = sh.payload(off, &h);
+                let freshness = match self.validity(scope, h.stamp, clock, h.validated_clock)? {
+                    Validity::Fresh => Some(Freshness::Fresh),
+                    Validity::Stale => Some(Freshness::Stale),
+                    Validity::Purged => None,
+                };
                 out.push(AlternateInfo {
                     descriptor: h.descriptor,
                     stamp: h.stamp,
                     meta_len: h.meta_len,
                     body_len: h.body_len,
+                    meta: meta.to_vec(),
+                    freshness,
                 });
             }
             Ok(out)

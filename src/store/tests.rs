@@ -100,6 +100,34 @@ fn selection_picks_the_best_scored_alternate_and_skips_refused_ones() {
 }
 
 #[test]
+fn inspection_lists_meta_and_purge_state_without_dropping_anything() {
+    let s = anon(4 << 20);
+    put(&s, s.begin_fill(), "/img/a", 1, &["t"], b"one");
+    put(&s, s.begin_fill(), "/img/b", 2, &[], b"two");
+    let a = s.alternates(&key("/img/a")).unwrap();
+    assert_eq!(
+        (a[0].meta.as_slice(), a[0].freshness),
+        (&b"meta"[..], Some(Freshness::Fresh))
+    );
+    s.purge_tag(&["t"], true).unwrap();
+    assert_eq!(
+        s.alternates(&key("/img/a")).unwrap()[0].freshness,
+        Some(Freshness::Stale)
+    );
+    s.purge_prefix(&[("https", "example.com", "/img/")], false)
+        .unwrap();
+    let before = s.stats();
+    for p in ["/img/a", "/img/b"] {
+        let listed = s.alternates(&key(p)).unwrap();
+        assert_eq!(listed.len(), 1, "{p} still listed until its next lookup");
+        assert_eq!(listed[0].freshness, None, "{p} shown as purged");
+    }
+    assert_eq!(s.stats(), before, "inspection counts nothing");
+    assert_eq!(get(&s, "/img/b"), None);
+    assert!(s.alternates(&key("/img/b")).unwrap().is_empty());
+}
+
+#[test]
 fn a_commit_with_the_same_descriptor_replaces_the_old_alternate() {
     let s = anon(4 << 20);
     put(&s, s.begin_fill(), "/a", 7, &[], b"old");
