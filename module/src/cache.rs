@@ -9,14 +9,15 @@ use nginx_sys::{
     ngx_http_discard_request_body, ngx_http_handler_pt, ngx_http_output_body_filter_pt,
     ngx_http_output_header_filter_pt, ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE,
     ngx_http_request_t, ngx_http_send_header, ngx_http_variable_value_t, ngx_int_t, ngx_pnalloc,
-    ngx_pool_t, ngx_str_t, ngx_table_elt_t, ngx_uint_t, NGX_DECLINED, NGX_ERROR, NGX_HTTP_DELETE,
-    NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_PATCH, NGX_HTTP_POST, NGX_HTTP_PUT,
-    NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_WARN, NGX_OK,
+    ngx_pool_t, ngx_str_t, ngx_uint_t, NGX_DECLINED, NGX_ERROR, NGX_HTTP_DELETE, NGX_HTTP_GET,
+    NGX_HTTP_HEAD, NGX_HTTP_PATCH, NGX_HTTP_POST, NGX_HTTP_PUT, NGX_HTTP_VAR_NOCACHEABLE,
+    NGX_LOG_WARN, NGX_OK,
 };
 use ngx::core::Pool;
 use ngx::http::{HttpModule, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_log_error;
 
+use super::compat::CacheControlLines;
 use super::config::{store, LocConf};
 use super::util::{
     bytes, fault_log_allowed, guard, header_in, headers, loc_conf, local_port, push_header,
@@ -487,7 +488,7 @@ unsafe fn serve(r: *mut ngx_http_request_t) -> ngx_int_t {
         } else {
             -1
         };
-        let mut cache_control_tail: *mut ngx_table_elt_t = std::ptr::null_mut();
+        let mut cache_control = CacheControlLines::default();
         for (name, value) in m.headers() {
             let Some(h) = push_pool_header(r, name, value) else {
                 return NGX_ERROR as ngx_int_t;
@@ -509,12 +510,9 @@ unsafe fn serve(r: *mut ngx_http_request_t) -> ngx_int_t {
                 out.expires = h;
             } else if is(b"cache-control") {
                 // Linked so `expires`/`add_header` below us see every Cache-Control line.
-                if cache_control_tail.is_null() {
-                    out.cache_control = h;
-                } else {
-                    (*cache_control_tail).next = h;
+                if !cache_control.push(r, h) {
+                    return NGX_ERROR as ngx_int_t;
                 }
-                cache_control_tail = h;
             }
         }
         if !variant_headers(r, loc_conf(r), m.source_type()) {

@@ -5,6 +5,7 @@
 mod admin;
 mod builder;
 mod cache;
+mod compat;
 mod config;
 mod console;
 mod util;

@@ -8,6 +8,7 @@ use nginx_sys::{
     ngx_str_t, ngx_table_elt_t, NGX_ERROR, NGX_OK,
 };
 
+use super::compat::single_header;
 use super::config::LocConf;
 use super::Module;
 
@@ -141,7 +142,7 @@ pub unsafe fn push_header(
         (*h).key = key;
         (*h).value = val;
         (*h).lowcase_key = std::ptr::null_mut();
-        (*h).next = std::ptr::null_mut();
+        single_header(h);
         Some(h)
     }
 }
@@ -173,7 +174,7 @@ pub unsafe fn push_pool_header(
             data: value.as_ptr() as *mut u8,
         };
         (*h).lowcase_key = std::ptr::null_mut();
-        (*h).next = std::ptr::null_mut();
+        single_header(h);
         Some(h)
     }
 }
