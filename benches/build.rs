@@ -1,6 +1,6 @@
 //! Variant builder benchmarks: time per build of a ~1 MP photo-like JPEG to WebP, to AVIF and to
 //! a 480 px WebP, and of gzip and brotli alternates of a ~100 KiB CSS file, through
-//! `build::build` with the default `Limits` and `Quality` (what the module's builder threads run).
+//! `transform::build` with the default `Limits` and `Quality` (what the module's builder threads run).
 //! JPEG decoding alone is measured too, to split a build into decode and encode.
 //!
 //! Run with `cargo bench --bench build`; `scripts/bench-build` runs it and then times `cwebp`,
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode};
 
-use ngx_http_pagespeed_module::build::{self, Built, Limits, Quality};
+use ngx_http_pagespeed_module::transform::{self, Built, Limits, Quality};
 use ngx_http_pagespeed_module::variant::{
     Density, Descriptor, Encoding, Format, SourceKind, Viewport,
 };
@@ -285,7 +285,7 @@ fn criterion_dir() -> PathBuf {
     }
 }
 
-fn body(b: Result<Built, build::BuildError>) -> Vec<u8> {
+fn body(b: Result<Built, transform::BuildError>) -> Vec<u8> {
     match b.expect("build") {
         Built::Variant { body, .. } => body,
         Built::Declined(why) => panic!("declined: {why}"),
@@ -298,7 +298,8 @@ fn bench_builds(c: &mut Criterion, jpeg: &[u8], css: &[u8]) {
     g.bench_function("decode_jpeg", |b| {
         b.iter(|| {
             black_box(
-                build::image::decode(black_box(jpeg), SourceKind::Jpeg, &limits).expect("decode"),
+                transform::image::decode(black_box(jpeg), SourceKind::Jpeg, &limits)
+                    .expect("decode"),
             )
         })
     });
@@ -320,7 +321,7 @@ fn bench_builds(c: &mut Criterion, jpeg: &[u8], css: &[u8]) {
         }
         g.bench_function(case.id, |b| {
             b.iter(|| {
-                black_box(build::build(
+                black_box(transform::build(
                     black_box(src),
                     case.kind,
                     case.target,
@@ -397,7 +398,7 @@ fn report(jpeg: &[u8], css: &[u8], sizes: &[(&'static str, usize)]) {
 /// ravif at settings other than the builder's, to show where AVIF time goes. Not what the module
 /// runs; printed only with `BENCH_BUILD_WHATIF=1`, outputs written as `whatif-s<speed>-<bits>bit.avif`.
 fn report_whatif(jpeg: &[u8]) {
-    let img = build::image::decode(jpeg, SourceKind::Jpeg, &Limits::default())
+    let img = transform::image::decode(jpeg, SourceKind::Jpeg, &Limits::default())
         .expect("decode")
         .to_rgb8();
     let (w, h) = (img.width() as usize, img.height() as usize);
@@ -472,7 +473,7 @@ fn main() {
         } else {
             &jpeg
         };
-        let out = body(build::build(src, case.kind, case.target, &limits, &q));
+        let out = body(transform::build(src, case.kind, case.target, &limits, &q));
         std::fs::write(dir.join(case.file), &out).expect("write output");
         sizes.push((case.id, out.len()));
     }

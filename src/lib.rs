@@ -4,7 +4,7 @@
 //! `store`, `http`, `variant` and `build` hold the cache logic and know nothing of nginx; the nginx
 //! module (the `module/` crate) is the thin FFI layer that wires them into nginx.
 
-pub mod build;
 pub mod http;
 pub mod store;
+pub mod transform;
 pub mod variant;

@@ -5,12 +5,12 @@ use std::io::Cursor;
 use std::time::Duration;
 
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
-use ngx_http_pagespeed_module::build::pool::{Job, Pool, PoolConfig, Submitted};
-use ngx_http_pagespeed_module::build::{build, BuildError, Built, Limits, Quality};
 use ngx_http_pagespeed_module::http::meta::StoredMeta;
 use ngx_http_pagespeed_module::store::{
     Alternate, Backing, CommitOutcome, Key, Lookup, Store, StoreConfig, UrlId,
 };
+use ngx_http_pagespeed_module::transform::builders::{BuilderConfig, BuilderPool, Job, Submitted};
+use ngx_http_pagespeed_module::transform::{build, BuildError, Built, Limits, Quality};
 use ngx_http_pagespeed_module::variant::{
     Density, Descriptor, Encoding, Format, SourceKind, Viewport,
 };
@@ -276,15 +276,15 @@ fn fill_original(s: &Store, key: &Key, body: &[u8], ct: &str) {
     assert_eq!(s.commit(s.begin_fill(), key, &alt), CommitOutcome::Stored);
 }
 
-fn pool(s: &'static Store) -> Pool {
-    let cfg = PoolConfig {
+fn pool(s: &'static Store) -> BuilderPool {
+    let cfg = BuilderConfig {
         threads: 1,
         queue: 4,
         limits: Limits::default(),
         quality: Quality::default(),
         nice: 0,
     };
-    Pool::start(s, cfg, Box::new(|_| {})).unwrap()
+    BuilderPool::start(s, cfg, Box::new(|_| {})).unwrap()
 }
 
 fn find(s: &Store, key: &Key, d: Descriptor) -> Option<(StoredMeta, Vec<u8>)> {
@@ -419,14 +419,14 @@ fn a_purge_during_a_build_fences_it() {
 #[test]
 fn a_full_queue_drops_and_counts_and_duplicates_are_merged() {
     let s = store();
-    let cfg = PoolConfig {
+    let cfg = BuilderConfig {
         threads: 1,
         queue: 1,
         limits: Limits::default(),
         quality: Quality::default(),
         nice: 0,
     };
-    let p = Pool::start(s, cfg, Box::new(|_| {})).unwrap();
+    let p = BuilderPool::start(s, cfg, Box::new(|_| {})).unwrap();
     let mut results = Vec::new();
     for i in 0..20u8 {
         let job = Job {

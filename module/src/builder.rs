@@ -9,14 +9,14 @@ use nginx_sys::{
     ngx_cycle_t, ngx_int_t, ngx_uint_t, NGX_OK, NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
 };
 use ngx::http::HttpModuleMainConf;
-use ngx_http_pagespeed_module::build::pool::{Job, Pool, PoolConfig, Submitted};
-use ngx_http_pagespeed_module::build::{Limits, Quality};
+use ngx_http_pagespeed_module::transform::builders::{BuilderConfig, BuilderPool, Job, Submitted};
+use ngx_http_pagespeed_module::transform::{Limits, Quality};
 
 use super::config::{store, DEFAULT_BUILD_QUEUE, DEFAULT_BUILD_THREADS, VARIANTS_CONFIGURED};
 use super::util::guard;
 use super::Module;
 
-static POOL: Mutex<Option<Pool>> = Mutex::new(None);
+static POOL: Mutex<Option<BuilderPool>> = Mutex::new(None);
 
 /// Nice value of builder threads: encoding must not slow the worker's event loop.
 const BUILD_NICE: i32 = 10;
@@ -43,7 +43,7 @@ unsafe fn start(cycle: *mut ngx_cycle_t) {
             return;
         };
         let pick = |v: ngx_uint_t, d: ngx_uint_t| if v == ngx_uint_t::MAX { d } else { v };
-        let cfg = PoolConfig {
+        let cfg = BuilderConfig {
             threads: pick(mc.build_threads, DEFAULT_BUILD_THREADS).clamp(1, 64),
             queue: pick(mc.build_queue, DEFAULT_BUILD_QUEUE).clamp(1, 1 << 20),
             limits: Limits {
@@ -53,7 +53,7 @@ unsafe fn start(cycle: *mut ngx_cycle_t) {
             quality: Quality::default(),
             nice: BUILD_NICE,
         };
-        match Pool::start(store, cfg, Box::new(log_line)) {
+        match BuilderPool::start(store, cfg, Box::new(log_line)) {
             Ok(pool) => *POOL.lock().unwrap_or_else(|e| e.into_inner()) = Some(pool),
             Err(e) => log_line(&format!(
                 "pagespeed: cannot start builder threads: {e}; variants will not be built"

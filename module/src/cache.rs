@@ -24,7 +24,6 @@ use super::util::{
     push_pool_header, send_body,
 };
 use super::{admin, builder, Module};
-use ngx_http_pagespeed_module::build::pool::{transformable, Job, SOURCE};
 use ngx_http_pagespeed_module::http::cache_control::{
     parse_http_date, storable, CacheControl, ResponseFacts,
 };
@@ -33,6 +32,7 @@ use ngx_http_pagespeed_module::http::url::{custom_key, default_key, split_host, 
 use ngx_http_pagespeed_module::store::{
     Alternate, CommitOutcome, FillTicket, Freshness, Key, Lookup, ScopeSet, Sink,
 };
+use ngx_http_pagespeed_module::transform::builders::{transformable, Job, SOURCE};
 use ngx_http_pagespeed_module::variant::{
     accept_ch, on_fill, score, vary_headers, wanted, Capabilities, CapabilityHeaders, Descriptor,
     Encoding, SourceKind,

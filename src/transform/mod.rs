@@ -2,8 +2,8 @@
 //! compression). Pure functions here; `pool` runs them on background threads and commits the
 //! results fenced by the original's purge stamp.
 
+pub mod builders;
 pub mod image;
-pub mod pool;
 pub mod text;
 
 use crate::http::meta::StoredMeta;

@@ -26,7 +26,7 @@ pub struct Job {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct PoolConfig {
+pub struct BuilderConfig {
     pub threads: usize,
     pub queue: usize,
     pub limits: Limits,
@@ -56,19 +56,23 @@ struct Shared {
     state: Mutex<State>,
     cv: Condvar,
     store: &'static Store,
-    cfg: PoolConfig,
+    cfg: BuilderConfig,
     log: Box<LogFn>,
 }
 
-pub struct Pool {
+pub struct BuilderPool {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
 }
 
-impl Pool {
+impl BuilderPool {
     /// Starts the threads. Signals are blocked in them (as nginx's own thread pool does) so
     /// the worker's signal handling stays on its event loop.
-    pub fn start(store: &'static Store, cfg: PoolConfig, log: Box<LogFn>) -> std::io::Result<Pool> {
+    pub fn start(
+        store: &'static Store,
+        cfg: BuilderConfig,
+        log: Box<LogFn>,
+    ) -> std::io::Result<BuilderPool> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 jobs: VecDeque::new(),
@@ -97,7 +101,7 @@ impl Pool {
             }
         }
         restore_signals(&old);
-        let pool = Pool { shared, threads };
+        let pool = BuilderPool { shared, threads };
         result.map(|()| pool)
     }
 
