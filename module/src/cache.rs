@@ -30,7 +30,7 @@ use ngx_http_pagespeed_module::http::cache_control::{
 use ngx_http_pagespeed_module::http::meta::{normalize_vary_value, MetaView, StoredMeta};
 use ngx_http_pagespeed_module::http::url::{custom_key, default_key, split_host, Url};
 use ngx_http_pagespeed_module::store::{
-    Alternate, CommitOutcome, FillTicket, Freshness, Key, Lookup, ScopeSet, Sink,
+    Alternate, CommitOutcome, FillTicket, Key, Lookup, PurgeState, ScopeSet, Sink,
 };
 use ngx_http_pagespeed_module::transform::builders::{transformable, Job, SOURCE};
 use ngx_http_pagespeed_module::variant::{
@@ -367,7 +367,9 @@ unsafe fn precontent(r: *mut ngx_http_request_t) -> ngx_int_t {
             Lookup::Hit(hit) => {
                 let meta_bytes = std::slice::from_raw_parts(sink.ptr, hit.meta_len);
                 match MetaView::parse(meta_bytes) {
-                    Some(meta) if hit.freshness == Freshness::Fresh && now < meta.expires_at => {
+                    Some(meta)
+                        if hit.purge_state == PurgeState::Current && now < meta.expires_at =>
+                    {
                         request_build(
                             lcf,
                             &key,
@@ -393,7 +395,7 @@ unsafe fn precontent(r: *mut ngx_http_request_t) -> ngx_int_t {
                         }
                         return declined;
                     }
-                    Some(_) if hit.freshness == Freshness::Stale => CacheStatus::Stale,
+                    Some(_) if hit.purge_state == PurgeState::SoftPurged => CacheStatus::Stale,
                     Some(_) => CacheStatus::Expired,
                     None => {
                         if fault_log_allowed() {

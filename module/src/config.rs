@@ -23,7 +23,7 @@ use ngx::ngx_conf_log_error;
 
 use super::{admin, console, Module};
 use ngx_http_pagespeed_module::http::csrf::Origin;
-use ngx_http_pagespeed_module::store::{Backing, Opened, Store, StoreConfig, StoreError};
+use ngx_http_pagespeed_module::store::{Backing, Opened, Store, StoreConfig};
 use ngx_http_pagespeed_module::variant::VariantPolicy;
 
 /// Default segment when no `pagespeed_cache_path` is given.
@@ -679,12 +679,7 @@ pub unsafe fn prepare_store(cf: *mut ngx_conf_t) -> ngx_int_t {
             NGX_OK as ngx_int_t
         }
         Err(e) => {
-            let what = if matches!(e, StoreError::Io(_)) {
-                "cannot open the cache: "
-            } else {
-                ""
-            };
-            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"pagespeed_cache_path\": {what}{e}");
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "\"pagespeed_cache_path\": {e}");
             NGX_ERROR as ngx_int_t
         }
     }

@@ -10,7 +10,7 @@ use super::util::{bytes, header_in, loc_conf, local_port, push_header, send_text
 use ngx_http_pagespeed_module::http::meta::{MetaView, StoredMeta};
 use ngx_http_pagespeed_module::http::purge::parse_target;
 use ngx_http_pagespeed_module::http::url::default_key;
-use ngx_http_pagespeed_module::store::{AlternateInfo, Freshness, Stats, Store};
+use ngx_http_pagespeed_module::store::{AlternateInfo, PurgeState, Stats, Store};
 use ngx_http_pagespeed_module::variant::{
     score, Capabilities, CapabilityHeaders, Descriptor, Encoding,
 };
@@ -405,11 +405,13 @@ impl<'a> AltView<'a> {
         let state = if desc.is_sentinel() {
             State::Declined
         } else {
-            match info.freshness {
+            match info.purge_state {
                 None => State::Purged,
-                Some(Freshness::Stale) => State::Stale,
-                Some(Freshness::Fresh) if meta.is_some_and(|m| now < m.expires_at) => State::Fresh,
-                Some(Freshness::Fresh) => State::Expired,
+                Some(PurgeState::SoftPurged) => State::Stale,
+                Some(PurgeState::Current) if meta.is_some_and(|m| now < m.expires_at) => {
+                    State::Fresh
+                }
+                Some(PurgeState::Current) => State::Expired,
             }
         };
         AltView {

@@ -31,6 +31,11 @@ pub const MAX_SHARDS: u64 = 64;
 /// Shards of about this size: enough of them that workers rarely share a lock, each large
 /// enough that one shard still holds a 2 MiB object (a quarter of its arena).
 pub const TARGET_SHARD_BYTES: u64 = 8 << 20;
+/// A shard holds at least this many objects of `max_object` bytes: FIFO eviction needs room
+/// to rotate, so one object never takes more than this share of a shard's arena.
+pub const OBJECTS_PER_SHARD: u64 = 4;
+/// Bytes of one key index slot.
+pub const INDEX_SLOT_BYTES: u64 = std::mem::size_of::<IndexSlot>() as u64;
 /// Index slots are provisioned one per this many arena bytes (objects average above it).
 pub const ARENA_BYTES_PER_INDEX_SLOT: u64 = 1024;
 
@@ -101,7 +106,7 @@ pub struct IndexSlot {
 
 const _: () = assert!(std::mem::size_of::<SegmentHeader>() <= HEADER_BYTES as usize);
 const _: () = assert!(std::mem::size_of::<ShardHeader>() <= SHARD_HEADER_BYTES as usize);
-const _: () = assert!(std::mem::size_of::<IndexSlot>() == 48);
+const _: () = assert!(INDEX_SLOT_BYTES == 48);
 
 /// Where everything lives, derived only from the total size (so a reopen recomputes it and
 /// compares it with the header).
@@ -132,7 +137,7 @@ impl Layout {
     }
 
     /// As `for_size`, with shards large enough that an object of `max_object` bytes takes
-    /// at most a quarter of one (FIFO eviction needs room to rotate). None if the segment
+    /// at most `1 / OBJECTS_PER_SHARD` of one. None if the segment
     /// cannot hold even one such shard.
     pub fn for_object_size(total_size: u64, max_object: u64) -> Option<Layout> {
         let total_size = total_size / PAGE * PAGE;
@@ -146,12 +151,16 @@ impl Layout {
         let tables = (url_slots + prefix_slots + tag_slots) * 8 * 2;
         let shards_offset = (HEADER_BYTES + tables).div_ceil(PAGE) * PAGE;
         let rest = total_size.checked_sub(shards_offset)?;
-        let shard_target =
-            TARGET_SHARD_BYTES.max(max_object.saturating_mul(4).saturating_add(1 << 20));
+        let shard_target = TARGET_SHARD_BYTES.max(
+            max_object
+                .saturating_mul(OBJECTS_PER_SHARD)
+                .saturating_add(1 << 20),
+        );
         let shard_count = prev_pow2((rest / shard_target).clamp(1, MAX_SHARDS));
         let shard_bytes = rest / shard_count / PAGE * PAGE;
-        let index_slots =
-            ((shard_bytes - SHARD_HEADER_BYTES) / (ARENA_BYTES_PER_INDEX_SLOT + 48)).max(64);
+        let index_slots = ((shard_bytes - SHARD_HEADER_BYTES)
+            / (ARENA_BYTES_PER_INDEX_SLOT + INDEX_SLOT_BYTES))
+            .max(64);
         let layout = Layout {
             total_size,
             url_slots: url_slots as u32,
@@ -162,7 +171,8 @@ impl Layout {
             shards_offset,
             index_slots: index_slots as u32,
         };
-        (layout.arena_bytes() >= (64 * 1024).max(max_object.saturating_mul(4))).then_some(layout)
+        (layout.arena_bytes() >= (64 * 1024).max(max_object.saturating_mul(OBJECTS_PER_SHARD)))
+            .then_some(layout)
     }
 
     pub fn table_offset(&self, table: Table) -> u64 {
@@ -197,7 +207,7 @@ impl Layout {
     }
 
     pub fn arena_offset_in_shard(&self) -> u64 {
-        SHARD_HEADER_BYTES + self.index_slots as u64 * 48
+        SHARD_HEADER_BYTES + self.index_slots as u64 * INDEX_SLOT_BYTES
     }
 
     /// Arena bytes per shard, a multiple of 8.

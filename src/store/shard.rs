@@ -23,7 +23,7 @@ pub const STATE_DEAD: u32 = 0x4445_4144;
 /// Filler from here to the end of the arena: the head wrapped.
 pub const STATE_PAD: u32 = 0x5041_4444;
 /// Longest chain walked: more than any legal number of alternates, bounds a corrupt loop.
-const MAX_CHAIN: usize = 256;
+pub const MAX_CHAIN: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Corrupt;

@@ -50,23 +50,34 @@ impl Segment {
             .truncate(false)
             .mode(0o600)
             .open(path)
-            .map_err(|e| StoreError::Io(format!("open {}: {e}", path.display())))?;
+            .map_err(|source| StoreError::Io {
+                op: "open",
+                what: path.display().to_string(),
+                source,
+            })?;
         let exclusive = flock(&file, libc::LOCK_EX | libc::LOCK_NB);
         let old_len = file
             .metadata()
-            .map_err(|e| StoreError::Io(format!("stat {}: {e}", path.display())))?
+            .map_err(|source| StoreError::Io {
+                op: "stat",
+                what: path.display().to_string(),
+                source,
+            })?
             .len();
         if !exclusive {
             // Someone else (a running nginx) owns the file: never reinitialize under it.
             if old_len != layout.total_size {
-                return Err(StoreError::InUse(format!(
-                    "{} is open in a running nginx (or another process) with size {old_len}; \
-                     changing its size needs a restart",
-                    path.display()
-                )));
+                return Err(StoreError::InUse {
+                    path: path.display().to_string(),
+                    size: old_len,
+                });
             }
             let seg = Segment::map(file, layout)?;
-            seg.check_header().map_err(StoreError::InUse)?;
+            seg.check_header()
+                .map_err(|reason| StoreError::InUseDamaged {
+                    path: path.display().to_string(),
+                    reason,
+                })?;
             flock(&seg._file, libc::LOCK_SH);
             return Ok((seg, Opened::Attached));
         }
@@ -101,7 +112,11 @@ impl Segment {
         }
         if old_len != layout.total_size {
             file.set_len(layout.total_size)
-                .map_err(|e| StoreError::Io(format!("resize {}: {e}", path.display())))?;
+                .map_err(|source| StoreError::Io {
+                    op: "resize",
+                    what: path.display().to_string(),
+                    source,
+                })?;
         }
         let seg = Segment::map(file, layout)?;
         // Generations only grow, even through a reinitialization: keep the old clock when the
@@ -138,10 +153,11 @@ impl Segment {
         // SAFETY: the name is a valid NUL-terminated string; the returned fd is checked.
         let fd = unsafe { libc::memfd_create(c"ngx_pagespeed_cache".as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
-            return Err(StoreError::Io(format!(
-                "memfd_create: {}",
-                std::io::Error::last_os_error()
-            )));
+            return Err(StoreError::Io {
+                op: "create",
+                what: "anonymous memory (memfd_create)".into(),
+                source: std::io::Error::last_os_error(),
+            });
         }
         // SAFETY: fd is a fresh descriptor we own.
         let file = unsafe { File::from_raw_fd(fd) };
@@ -167,10 +183,17 @@ impl Segment {
         // SAFETY: the file is ours and sized to total_size; concurrent modification by other
         // processes is the point of the mapping, and we only access it through atomics or
         // under the shard locks.
-        let map =
-            unsafe { MmapMut::map_mut(&file) }.map_err(|e| StoreError::Io(format!("mmap: {e}")))?;
+        let map = unsafe { MmapMut::map_mut(&file) }.map_err(|source| StoreError::Io {
+            op: "map",
+            what: "the cache".into(),
+            source,
+        })?;
         if (map.len() as u64) < layout.total_size {
-            return Err(StoreError::Io("mapping shorter than the segment".into()));
+            return Err(StoreError::Io {
+                op: "map",
+                what: "the whole cache".into(),
+                source: std::io::Error::other("the mapping is shorter than the segment"),
+            });
         }
         Ok(Segment {
             map,
@@ -229,7 +252,10 @@ impl Segment {
     }
 
     fn init_locks(&self) -> Result<(), StoreError> {
-        let lock_err = |e| StoreError::Io(format!("mutex init: {e}"));
+        let lock_err = |e| match e {
+            super::lock::LockError::Os(n) => StoreError::Lock(n),
+            super::lock::LockError::Timeout => StoreError::Lock(libc::ETIMEDOUT),
+        };
         // SAFETY: called only with exclusive access to the file (see initialize/reopen).
         unsafe { self.header().purge_lock.init() }.map_err(lock_err)?;
         for s in 0..self.layout.shard_count {

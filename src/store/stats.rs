@@ -1,7 +1,11 @@
 //! Counters every process can read: per-shard counters (updated under the shard lock) and
 //! per-scope purge counters (updated under the purge lock), summed on read.
 
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
+
 use serde::Serialize;
+
+use super::Store;
 
 /// Per-shard counters, indexes into `ShardHeader::counters`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,5 +174,54 @@ impl Stats {
             ),
             ("shards", "Lock shards", self.shards),
         ]
+    }
+}
+
+impl Store {
+    /// Counts a builder event (builders run in worker threads; counters live in the segment
+    /// so every process's status sees them).
+    pub fn count_build(&self, c: BuildCounter) {
+        self.seg.header().build_counters[c as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn stats(&self) -> Stats {
+        let h = self.seg.header();
+        let mut s = Stats {
+            purges_url: h.purge_counters[PurgeCounter::Url as usize].load(Relaxed),
+            purges_prefix: h.purge_counters[PurgeCounter::Prefix as usize].load(Relaxed),
+            purges_tag: h.purge_counters[PurgeCounter::Tag as usize].load(Relaxed),
+            purges_all: h.purge_counters[PurgeCounter::All as usize].load(Relaxed),
+            purges_soft: h.purge_counters[PurgeCounter::Soft as usize].load(Relaxed),
+            builds_started: h.build_counters[BuildCounter::Started as usize].load(Relaxed),
+            builds_done: h.build_counters[BuildCounter::Done as usize].load(Relaxed),
+            builds_declined: h.build_counters[BuildCounter::Declined as usize].load(Relaxed),
+            builds_failed: h.build_counters[BuildCounter::Failed as usize].load(Relaxed),
+            builds_dropped: h.build_counters[BuildCounter::Dropped as usize].load(Relaxed),
+            builds_fenced: h.build_counters[BuildCounter::Fenced as usize].load(Relaxed),
+            purge_clock: h.purge_clock.load(Acquire),
+            shards: self.seg.layout.shard_count as u64,
+            bytes_capacity: self.seg.layout.arena_bytes() * self.seg.layout.shard_count as u64,
+            ..Stats::default()
+        };
+        for i in 0..self.seg.layout.shard_count {
+            let sh = self.seg.shard_header(i);
+            let c = |k: ShardCounter| sh.counters[k as usize].load(Relaxed);
+            s.hits += c(ShardCounter::Hits);
+            s.stale_hits += c(ShardCounter::StaleHits);
+            s.misses += c(ShardCounter::Misses);
+            s.stored += c(ShardCounter::Stored);
+            s.fenced += c(ShardCounter::Fenced);
+            s.rejected_reads += c(ShardCounter::RejectedReads);
+            s.checksum_failures += c(ShardCounter::ChecksumFailures);
+            s.evictions += c(ShardCounter::Evictions);
+            s.too_large += c(ShardCounter::TooLarge);
+            s.replaced += c(ShardCounter::Replaced);
+            s.lock_recoveries += c(ShardCounter::LockRecoveries);
+            s.corrupt_resets += c(ShardCounter::CorruptResets);
+            s.entries += sh.keys.load(Relaxed);
+            s.alternates += sh.alternates.load(Relaxed);
+            s.bytes_used += sh.live_bytes.load(Relaxed);
+        }
+        s
     }
 }

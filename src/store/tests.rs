@@ -46,10 +46,10 @@ fn any(_: u32, _: &[u8]) -> Option<u32> {
     Some(0)
 }
 
-fn get(s: &Store, path: &str) -> Option<(Freshness, Vec<u8>)> {
+fn get(s: &Store, path: &str) -> Option<(PurgeState, Vec<u8>)> {
     let mut buf = Vec::new();
     match s.lookup(&key(path), any, &mut buf) {
-        Lookup::Hit(h) => Some((h.freshness, buf[h.meta_len..].to_vec())),
+        Lookup::Hit(h) => Some((h.purge_state, buf[h.meta_len..].to_vec())),
         Lookup::Miss => None,
         Lookup::Fault(f) => panic!("fault {f}"),
     }
@@ -68,7 +68,7 @@ fn a_commit_is_found_with_its_meta_and_body() {
     };
     assert_eq!(&buf[..h.meta_len], b"meta");
     assert_eq!(&buf[h.meta_len..], b"hello");
-    assert_eq!(h.freshness, Freshness::Fresh);
+    assert_eq!(h.purge_state, PurgeState::Current);
     assert_eq!(s.stats().hits, 1);
     assert_eq!(get(&s, "/b"), None);
     assert_eq!(s.stats().misses, 1);
@@ -106,13 +106,13 @@ fn inspection_lists_meta_and_purge_state_without_dropping_anything() {
     put(&s, s.begin_fill(), "/img/b", 2, &[], b"two");
     let a = s.alternates(&key("/img/a")).unwrap();
     assert_eq!(
-        (a[0].meta.as_slice(), a[0].freshness),
-        (&b"meta"[..], Some(Freshness::Fresh))
+        (a[0].meta.as_slice(), a[0].purge_state),
+        (&b"meta"[..], Some(PurgeState::Current))
     );
     s.purge_tag(&["t"], true).unwrap();
     assert_eq!(
-        s.alternates(&key("/img/a")).unwrap()[0].freshness,
-        Some(Freshness::Stale)
+        s.alternates(&key("/img/a")).unwrap()[0].purge_state,
+        Some(PurgeState::SoftPurged)
     );
     s.purge_prefix(&[("https", "example.com", "/img/")], false)
         .unwrap();
@@ -120,7 +120,7 @@ fn inspection_lists_meta_and_purge_state_without_dropping_anything() {
     for p in ["/img/a", "/img/b"] {
         let listed = s.alternates(&key(p)).unwrap();
         assert_eq!(listed.len(), 1, "{p} still listed until its next lookup");
-        assert_eq!(listed[0].freshness, None, "{p} shown as purged");
+        assert_eq!(listed[0].purge_state, None, "{p} shown as purged");
     }
     assert_eq!(s.stats(), before, "inspection counts nothing");
     assert_eq!(get(&s, "/img/b"), None);
@@ -290,12 +290,12 @@ fn soft_purges_mark_stale_without_deleting() {
     put(&s, s.begin_fill(), "/a", 0, &["t"], b"x");
     put(&s, s.begin_fill(), "/b", 0, &[], b"y");
     s.purge_url(&[url("/a")], &[], &[key("/a")], true).unwrap();
-    assert_eq!(get(&s, "/a").unwrap().0, Freshness::Stale);
-    assert_eq!(get(&s, "/b").unwrap().0, Freshness::Fresh);
+    assert_eq!(get(&s, "/a").unwrap().0, PurgeState::SoftPurged);
+    assert_eq!(get(&s, "/b").unwrap().0, PurgeState::Current);
     s.flush_all(true).unwrap();
-    assert_eq!(get(&s, "/b").unwrap().0, Freshness::Stale);
+    assert_eq!(get(&s, "/b").unwrap().0, PurgeState::SoftPurged);
     put(&s, s.begin_fill(), "/b", 0, &[], b"z");
-    assert_eq!(get(&s, "/b").unwrap(), (Freshness::Fresh, b"z".to_vec()));
+    assert_eq!(get(&s, "/b").unwrap(), (PurgeState::Current, b"z".to_vec()));
     assert_eq!(s.stats().purges_soft, 2);
 }
 
@@ -449,7 +449,7 @@ fn a_second_opener_attaches_without_reinitializing() {
         size: 4 << 20,
         max_object: 0,
     };
-    assert!(matches!(Store::open(&cfg), Err(StoreError::InUse(_))));
+    assert!(matches!(Store::open(&cfg), Err(StoreError::InUse { .. })));
     drop((a, b));
     std::fs::remove_file(&p).unwrap();
 }
