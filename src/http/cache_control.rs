@@ -75,6 +75,10 @@ pub enum NotStored {
     Authorization,
     TooLarge,
     ZeroLifetime,
+    /// An `Age` that is not text.
+    BadAge,
+    /// A header too long to store (over 64 KiB).
+    HeadersTooLarge,
 }
 
 impl NotStored {
@@ -89,6 +93,8 @@ impl NotStored {
             NotStored::Authorization => "authorization",
             NotStored::TooLarge => "too-large",
             NotStored::ZeroLifetime => "zero-lifetime",
+            NotStored::BadAge => "bad-age",
+            NotStored::HeadersTooLarge => "headers-too-large",
         }
     }
 }

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 pub use layout::{Layout, MAX_SEGMENT, MIN_SEGMENT, OBJECTS_PER_SHARD};
 pub use scope::{ancestors, Buckets, ScopeSet, UrlId, MAX_PREFIX_DEPTH, MAX_TAGS};
 pub use shm::Opened;
-pub use stats::{BuildCounter, Stats};
+pub use stats::{BuildCounter, Group, Kind, Metric, Stats};
 
 use lock::Acquired;
 use shard::{Corrupt, Shard};
@@ -42,7 +42,7 @@ pub enum StoreError {
         "cache size {0} is outside 1 MiB .. 1 TiB, or too small for four objects of max_object"
     )]
     BadSize(u64),
-    #[error("cannot {op} {what}: {source}")]
+    #[error("cannot {op} {what}: {}", shm::io_error_text(.source))]
     Io {
         op: &'static str,
         what: String,

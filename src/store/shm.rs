@@ -372,7 +372,12 @@ fn reserve(file: &File, size: u64) -> Result<(), String> {
 
 /// "No space left on device", without the " (os error 28)" that io::Error appends.
 fn os_error_text(errno: i32) -> String {
-    let s = std::io::Error::from_raw_os_error(errno).to_string();
+    io_error_text(&std::io::Error::from_raw_os_error(errno))
+}
+
+/// An io::Error's text for a message a person reads: without " (os error N)".
+pub fn io_error_text(e: &std::io::Error) -> String {
+    let s = e.to_string();
     match s.rfind(" (os error ") {
         Some(i) => s[..i].to_string(),
         None => s,

@@ -80,100 +80,331 @@ pub struct Stats {
     pub shards: u64,
 }
 
+/// Whether a metric only grows (Prometheus `counter`) or goes up and down (`gauge`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// How an operator reads the counters: the admin console's groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    Requests,
+    Builds,
+    Purges,
+    Segment,
+}
+
+impl Group {
+    pub const ALL: [Group; 4] = [
+        Group::Requests,
+        Group::Builds,
+        Group::Purges,
+        Group::Segment,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Group::Requests => "Requests",
+            Group::Builds => "Builds",
+            Group::Purges => "Purges",
+            Group::Segment => "Segment",
+        }
+    }
+}
+
+/// One counter or gauge with everything every exposition needs: the JSON key and Prometheus
+/// name, the help text, a short label for people, its kind and group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub label: &'static str,
+    pub kind: Kind,
+    pub group: Group,
+    pub value: u64,
+}
+
 impl Stats {
-    /// (name, help, value) for exposition formats; names match the JSON keys.
-    pub fn fields(&self) -> [(&'static str, &'static str, u64); 29] {
+    /// Every field, in the JSON's order: the one list JSON, Prometheus and the console read.
+    pub fn fields(&self) -> [Metric; 29] {
         [
-            ("hits", "Lookups answered from the cache", self.hits),
-            (
-                "stale_hits",
-                "Lookups that found only a soft-purged entry",
-                self.stale_hits,
-            ),
-            ("misses", "Lookups that found nothing servable", self.misses),
-            ("stored", "Alternates committed", self.stored),
-            (
-                "fenced",
-                "Commits dropped because a purge covered them",
-                self.fenced,
-            ),
-            (
-                "rejected_reads",
-                "Entries found purged at lookup and dropped",
-                self.rejected_reads,
-            ),
-            (
-                "checksum_failures",
-                "Records whose bytes failed their checksum",
-                self.checksum_failures,
-            ),
-            (
-                "evictions",
-                "Alternates evicted to make room",
-                self.evictions,
-            ),
-            ("too_large", "Commits refused for size", self.too_large),
-            (
-                "replaced",
-                "Alternates replaced by a newer fill",
-                self.replaced,
-            ),
-            (
-                "lock_recoveries",
-                "Shard locks recovered from a dead owner",
-                self.lock_recoveries,
-            ),
-            (
-                "corrupt_resets",
-                "Shards reset after finding damage",
-                self.corrupt_resets,
-            ),
-            ("purges_url", "URL purges", self.purges_url),
-            ("purges_prefix", "Prefix purges", self.purges_prefix),
-            ("purges_tag", "Tag purges", self.purges_tag),
-            ("purges_all", "Full flushes", self.purges_all),
-            (
-                "purges_soft",
-                "Purges of any scope made soft",
-                self.purges_soft,
-            ),
-            (
-                "builds_started",
-                "Variant builds that read their source and began",
-                self.builds_started,
-            ),
-            ("builds_done", "Variants built and stored", self.builds_done),
-            (
-                "builds_declined",
-                "Variant builds declined (not smaller, nothing to do)",
-                self.builds_declined,
-            ),
-            (
-                "builds_failed",
-                "Variant builds refused (undecodable or over limits)",
-                self.builds_failed,
-            ),
-            (
-                "builds_dropped",
-                "Variant builds dropped because the queue was full",
-                self.builds_dropped,
-            ),
-            (
-                "builds_fenced",
-                "Built variants dropped because their source was purged",
-                self.builds_fenced,
-            ),
-            ("purge_clock", "Current purge clock value", self.purge_clock),
-            ("entries", "Keys cached", self.entries),
-            ("alternates", "Alternates cached", self.alternates),
-            ("bytes_used", "Bytes held by live records", self.bytes_used),
-            (
-                "bytes_capacity",
-                "Arena bytes across all shards",
-                self.bytes_capacity,
-            ),
-            ("shards", "Lock shards", self.shards),
+            Metric {
+                name: "hits",
+                help: "Lookups answered from the cache",
+                label: "hits",
+                kind: Kind::Counter,
+                group: Group::Requests,
+                value: self.hits,
+            },
+            Metric {
+                name: "stale_hits",
+                help: "Lookups that found only a soft-purged entry",
+                label: "stale (soft-purged) finds",
+                kind: Kind::Counter,
+                group: Group::Requests,
+                value: self.stale_hits,
+            },
+            Metric {
+                name: "misses",
+                help: "Lookups that found nothing servable",
+                label: "misses",
+                kind: Kind::Counter,
+                group: Group::Requests,
+                value: self.misses,
+            },
+            Metric {
+                name: "stored",
+                help: "Alternates committed",
+                label: "stored (fills and variants)",
+                kind: Kind::Counter,
+                group: Group::Requests,
+                value: self.stored,
+            },
+            Metric {
+                name: "fenced",
+                help: "Commits dropped because a purge covered them",
+                label: "fenced commits",
+                kind: Kind::Counter,
+                group: Group::Requests,
+                value: self.fenced,
+            },
+            Metric {
+                name: "rejected_reads",
+                help: "Entries found purged at lookup and dropped",
+                label: "rejected reads",
+                kind: Kind::Counter,
+                group: Group::Requests,
+                value: self.rejected_reads,
+            },
+            Metric {
+                name: "checksum_failures",
+                help: "Records whose bytes failed their checksum",
+                label: "checksum failures",
+                kind: Kind::Counter,
+                group: Group::Segment,
+                value: self.checksum_failures,
+            },
+            Metric {
+                name: "evictions",
+                help: "Alternates evicted to make room",
+                label: "evictions",
+                kind: Kind::Counter,
+                group: Group::Segment,
+                value: self.evictions,
+            },
+            Metric {
+                name: "too_large",
+                help: "Commits refused for size",
+                label: "too large",
+                kind: Kind::Counter,
+                group: Group::Requests,
+                value: self.too_large,
+            },
+            Metric {
+                name: "replaced",
+                help: "Alternates replaced by a newer fill",
+                label: "replaced",
+                kind: Kind::Counter,
+                group: Group::Requests,
+                value: self.replaced,
+            },
+            Metric {
+                name: "lock_recoveries",
+                help: "Shard locks recovered from a dead owner",
+                label: "lock recoveries",
+                kind: Kind::Counter,
+                group: Group::Segment,
+                value: self.lock_recoveries,
+            },
+            Metric {
+                name: "corrupt_resets",
+                help: "Shards reset after finding damage",
+                label: "shards reset",
+                kind: Kind::Counter,
+                group: Group::Segment,
+                value: self.corrupt_resets,
+            },
+            Metric {
+                name: "purges_url",
+                help: "URL purges",
+                label: "URL",
+                kind: Kind::Counter,
+                group: Group::Purges,
+                value: self.purges_url,
+            },
+            Metric {
+                name: "purges_prefix",
+                help: "Prefix purges",
+                label: "prefix",
+                kind: Kind::Counter,
+                group: Group::Purges,
+                value: self.purges_prefix,
+            },
+            Metric {
+                name: "purges_tag",
+                help: "Tag purges",
+                label: "tag",
+                kind: Kind::Counter,
+                group: Group::Purges,
+                value: self.purges_tag,
+            },
+            Metric {
+                name: "purges_all",
+                help: "Full flushes",
+                label: "everything",
+                kind: Kind::Counter,
+                group: Group::Purges,
+                value: self.purges_all,
+            },
+            Metric {
+                name: "purges_soft",
+                help: "Purges of any scope made soft",
+                label: "of which soft",
+                kind: Kind::Counter,
+                group: Group::Purges,
+                value: self.purges_soft,
+            },
+            Metric {
+                name: "builds_started",
+                help: "Variant builds that read their source and began",
+                label: "started",
+                kind: Kind::Counter,
+                group: Group::Builds,
+                value: self.builds_started,
+            },
+            Metric {
+                name: "builds_done",
+                help: "Variants built and stored",
+                label: "done",
+                kind: Kind::Counter,
+                group: Group::Builds,
+                value: self.builds_done,
+            },
+            Metric {
+                name: "builds_declined",
+                help: "Variant builds declined (not smaller, nothing to do)",
+                label: "declined",
+                kind: Kind::Counter,
+                group: Group::Builds,
+                value: self.builds_declined,
+            },
+            Metric {
+                name: "builds_failed",
+                help: "Variant builds refused (undecodable or over limits)",
+                label: "failed",
+                kind: Kind::Counter,
+                group: Group::Builds,
+                value: self.builds_failed,
+            },
+            Metric {
+                name: "builds_dropped",
+                help: "Variant builds dropped because the queue was full",
+                label: "dropped (queue full)",
+                kind: Kind::Counter,
+                group: Group::Builds,
+                value: self.builds_dropped,
+            },
+            Metric {
+                name: "builds_fenced",
+                help: "Built variants dropped because their source was purged",
+                label: "fenced",
+                kind: Kind::Counter,
+                group: Group::Builds,
+                value: self.builds_fenced,
+            },
+            Metric {
+                name: "purge_clock",
+                help: "Current purge clock value",
+                label: "purge clock",
+                kind: Kind::Gauge,
+                group: Group::Purges,
+                value: self.purge_clock,
+            },
+            Metric {
+                name: "entries",
+                help: "Keys cached",
+                label: "entries",
+                kind: Kind::Gauge,
+                group: Group::Segment,
+                value: self.entries,
+            },
+            Metric {
+                name: "alternates",
+                help: "Alternates cached",
+                label: "alternates",
+                kind: Kind::Gauge,
+                group: Group::Segment,
+                value: self.alternates,
+            },
+            Metric {
+                name: "bytes_used",
+                help: "Bytes held by live records",
+                label: "bytes used",
+                kind: Kind::Gauge,
+                group: Group::Segment,
+                value: self.bytes_used,
+            },
+            Metric {
+                name: "bytes_capacity",
+                help: "Arena bytes across all shards",
+                label: "capacity",
+                kind: Kind::Gauge,
+                group: Group::Segment,
+                value: self.bytes_capacity,
+            },
+            Metric {
+                name: "shards",
+                help: "Lock shards",
+                label: "lock shards",
+                kind: Kind::Gauge,
+                group: Group::Segment,
+                value: self.shards,
+            },
         ]
+    }
+
+    /// The JSON object of the status location, keys sorted (`extra` added, e.g. `max_object`).
+    pub fn to_json(&self, extra: &[(&str, u64)]) -> String {
+        let mut out = String::with_capacity(768);
+        out.push('{');
+        let mut first = true;
+        let fields = self.fields();
+        let mut all: Vec<(&str, u64)> = fields.iter().map(|m| (m.name, m.value)).collect();
+        all.extend_from_slice(extra);
+        all.sort_unstable_by_key(|&(name, _)| name);
+        for (name, value) in all {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push('"');
+            out.push_str(name);
+            out.push_str("\":");
+            out.push_str(itoa::Buffer::new().format(value));
+        }
+        out.push('}');
+        out
+    }
+
+    /// The Prometheus text exposition.
+    pub fn to_prometheus(&self) -> String {
+        use std::fmt::Write as _;
+        let mut text = String::with_capacity(4096);
+        for m in self.fields() {
+            let (kind, suffix) = match m.kind {
+                Kind::Counter => ("counter", "_total"),
+                Kind::Gauge => ("gauge", ""),
+            };
+            let metric = format!("pagespeed_cache_{}{suffix}", m.name);
+            let _ = write!(
+                text,
+                "# HELP {metric} {}\n# TYPE {metric} {kind}\n{metric} {}\n",
+                m.help, m.value
+            );
+        }
+        text
     }
 }
 
@@ -223,5 +454,38 @@ impl Store {
             s.bytes_used += sh.live_bytes.load(Relaxed);
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_and_prometheus_carry_every_field() {
+        let s = Stats {
+            hits: 3,
+            bytes_used: 7,
+            ..Stats::default()
+        };
+        let json = s.to_json(&[("max_object", 9)]);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            v,
+            serde_json::to_value(&s)
+                .map(|mut v| {
+                    v.as_object_mut()
+                        .unwrap()
+                        .insert("max_object".into(), 9.into());
+                    v
+                })
+                .unwrap()
+        );
+        let prom = s.to_prometheus();
+        assert!(prom
+            .contains("# TYPE pagespeed_cache_hits_total counter\npagespeed_cache_hits_total 3\n"));
+        assert!(prom
+            .contains("# TYPE pagespeed_cache_bytes_used gauge\npagespeed_cache_bytes_used 7\n"));
+        assert_eq!(prom.matches("# TYPE").count(), s.fields().len());
     }
 }

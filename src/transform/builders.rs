@@ -14,9 +14,6 @@ use crate::http::meta::StoredMeta;
 use crate::store::{Alternate, BuildCounter, CommitOutcome, FillTicket, Key, Store};
 use crate::variant::{Descriptor, Encoding, SourceKind};
 
-/// The descriptor builders read their source from: the origin's own identity-encoded bytes.
-pub const SOURCE: Descriptor = Descriptor(0);
-
 #[derive(Debug, Clone)]
 pub struct Job {
     pub key: Key,
@@ -161,7 +158,7 @@ impl BuilderPool {
 fn run(shared: &Shared) {
     // SAFETY: setpriority on our own thread id only lowers this thread's priority.
     unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let tid = thread_id() as libc::id_t;
         libc::setpriority(libc::PRIO_PROCESS, tid, shared.cfg.nice);
     }
     loop {
@@ -201,7 +198,7 @@ fn run(shared: &Shared) {
 fn process(shared_store: &Shared, job: &Job) {
     let store = shared_store.store;
     let cfg = &shared_store.cfg;
-    let src = match store.source(&job.key, SOURCE.0) {
+    let src = match store.source(&job.key, Descriptor::SOURCE.0) {
         Ok(Some(s)) => s,
         // Purged, evicted or expired since the job was queued: nothing to build.
         Ok(None) | Err(_) => return,
@@ -283,4 +280,10 @@ fn restore_signals(old: &libc::sigset_t) {
 /// origin's own Vary (those are served as stored, never transformed).
 pub fn transformable(original: Descriptor) -> bool {
     original.is_original() && original.encoding() == Encoding::Identity && !original.origin_varies()
+}
+
+/// The kernel's id of the calling thread (for its priority, and in log lines).
+pub fn thread_id() -> i64 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) }
 }

@@ -176,6 +176,10 @@ const VARIANT_BITS: u32 = 0xffff;
 pub struct Descriptor(pub u32);
 
 impl Descriptor {
+    /// The origin's own identity-encoded bytes, not selected by its `Vary`: what builders
+    /// read their source from.
+    pub const SOURCE: Descriptor = Descriptor(0);
+
     /// The origin's own response, with its content encoding; `vary_hash` when the origin's
     /// Vary made it one of several (each Vary value set is its own alternate).
     pub fn original(enc: Encoding, vary_hash: Option<u16>) -> Descriptor {

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::url::{split_host, HostPort, Url};
+use crate::http::url::{split_host, HostPort, Url};
 
 /// Largest accepted purge body.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -171,6 +171,35 @@ fn list(o: &Map<String, Value>, one: &str, many: &str) -> Result<Vec<String>, Pu
     Ok(out)
 }
 
+/// The purge a `PURGE /path` request asks for: that URL on the request's host (both schemes,
+/// the request's own listener port), or the prefix when the path ends in `*`.
+pub fn method_request(path: &str, host: &str, port: u16) -> Result<PurgeRequest, PurgeError> {
+    let target = parse_target(path, Some(host), None, host)?;
+    let scope = if target.prefix {
+        Scope::Prefixes(
+            target
+                .schemes
+                .iter()
+                .map(|s| (s.to_string(), target.host.clone(), target.path.clone()))
+                .collect(),
+        )
+    } else {
+        Scope::Urls(
+            target
+                .schemes
+                .iter()
+                .map(|s| Url {
+                    scheme: s.to_string(),
+                    host: target.host.clone(),
+                    path: target.path.clone(),
+                    port: Some(port),
+                })
+                .collect(),
+        )
+    };
+    Ok(PurgeRequest { scope, soft: false })
+}
+
 /// A purge target after parsing: which schemes, host, path, and whether it is a prefix.
 #[derive(Debug)]
 pub struct Target {
@@ -264,6 +293,20 @@ mod tests {
             path: path.into(),
             port: None,
         }
+    }
+
+    #[test]
+    fn the_purge_method_purges_one_url_on_both_schemes_or_a_prefix() {
+        let r = method_request("/a.css?v=1", "example.com", 8080).unwrap();
+        let u = |s: &str| Url {
+            port: Some(8080),
+            ..url(s, "example.com", "/a.css?v=1")
+        };
+        assert_eq!(r.scope, Scope::Urls(vec![u("http"), u("https")]));
+        assert!(!r.soft);
+        let r = method_request("/img/*", "example.com", 80).unwrap();
+        assert!(matches!(r.scope, Scope::Prefixes(p) if p.len() == 2 && p[0].2 == "/img/"));
+        assert!(method_request("/a*b", "example.com", 80).is_err());
     }
 
     #[test]

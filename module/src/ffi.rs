@@ -1,0 +1,585 @@
+//! The one safe view of an nginx request: built once at the top of each callback from the raw
+//! pointer nginx passes, it is the only code that dereferences the request and the structures
+//! it points to (connection, contexts, header lists, buffer chains).
+
+use std::ffi::c_void;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+use nginx_sys::{
+    ngx_alloc_chain_link, ngx_buf_t, ngx_chain_t, ngx_http_arg, ngx_http_complex_value,
+    ngx_http_complex_value_t, ngx_http_discard_request_body, ngx_http_output_filter,
+    ngx_http_request_t, ngx_http_send_header, ngx_int_t, ngx_list_part_t, ngx_list_push,
+    ngx_list_t, ngx_log_t, ngx_pcalloc, ngx_pnalloc, ngx_str_t, ngx_table_elt_t, NGX_ERROR, NGX_OK,
+};
+use ngx::core::Pool;
+use ngx::http::HttpModule;
+
+use super::compat;
+use super::conf::LocConf;
+use super::Module;
+
+pub const OK: ngx_int_t = NGX_OK as ngx_int_t;
+pub const ERROR: ngx_int_t = NGX_ERROR as ngx_int_t;
+pub const DECLINED: ngx_int_t = nginx_sys::NGX_DECLINED as ngx_int_t;
+pub const DONE: ngx_int_t = nginx_sys::NGX_DONE as ngx_int_t;
+
+/// The bytes of an nginx string (empty for a null one).
+pub fn bytes(s: &ngx_str_t) -> &[u8] {
+    if s.data.is_null() || s.len == 0 {
+        &[]
+    } else {
+        // SAFETY: nginx strings point to len valid bytes for as long as what holds them.
+        unsafe { std::slice::from_raw_parts(s.data, s.len) }
+    }
+}
+
+/// Live (not deleted) elements of a header list.
+///
+/// # Safety
+/// `list` must be an initialized `ngx_list_t` of `ngx_table_elt_t` that outlives the iterator.
+pub unsafe fn header_list<'a>(
+    list: &'a ngx_list_t,
+) -> impl Iterator<Item = &'a ngx_table_elt_t> + 'a {
+    let mut part = &list.part as *const ngx_list_part_t;
+    let mut i = 0usize;
+    std::iter::from_fn(move || loop {
+        // SAFETY: part is the list's head part or a `next` link of one.
+        let p = unsafe { part.as_ref()? };
+        if i >= p.nelts {
+            part = p.next;
+            i = 0;
+            continue;
+        }
+        // SAFETY: elts holds nelts table elements.
+        let h = unsafe { &*(p.elts as *const ngx_table_elt_t).add(i) };
+        i += 1;
+        if h.hash != 0 {
+            return Some(h);
+        }
+    })
+}
+
+/// How a buffer chain was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainRead {
+    /// Every buffer was appended; `last_buf` if one ended the main request's body,
+    /// `last_in_chain` if one ended a subrequest's.
+    Read { last_buf: bool, last_in_chain: bool },
+    /// Appending would pass the limit: nothing more is read.
+    TooLarge,
+    /// A file buffer could not be read in full.
+    Unreadable,
+}
+
+/// Appends the bytes of every buffer of a chain to `out`, up to `max` bytes in all: memory
+/// buffers, and file buffers (a static file, a body spilled to a temp file) read with pread
+/// until complete. Used by the response capture and the purge body alike.
+///
+/// # Safety
+/// `chain` must be null or a valid chain whose buffers are valid for this call.
+pub unsafe fn read_chain(chain: *mut ngx_chain_t, max: usize, out: &mut Vec<u8>) -> ChainRead {
+    let (mut last_buf, mut last_in_chain) = (false, false);
+    let mut cl = chain;
+    // SAFETY: links and buffers of a valid chain, as the caller promises.
+    while let Some(link) = unsafe { cl.as_ref() } {
+        cl = link.next;
+        let Some(b) = (unsafe { link.buf.as_ref() }) else {
+            continue;
+        };
+        let in_memory = b.temporary() != 0 || b.memory() != 0 || b.mmap() != 0;
+        if in_memory {
+            // SAFETY: pos..last of a memory buffer are readable bytes.
+            let len = unsafe { b.last.offset_from(b.pos) }.max(0) as usize;
+            if out.len() + len > max {
+                return ChainRead::TooLarge;
+            }
+            out.extend_from_slice(unsafe { std::slice::from_raw_parts(b.pos, len) });
+        } else if b.in_file() != 0 && !b.file.is_null() {
+            let len = (b.file_last - b.file_pos).max(0) as usize;
+            if out.len() + len > max {
+                return ChainRead::TooLarge;
+            }
+            // SAFETY: a file buffer's file is open for the request's lifetime.
+            let fd = unsafe { (*b.file).fd };
+            if !pread_exact(fd, b.file_pos, len, out) {
+                return ChainRead::Unreadable;
+            }
+        }
+        last_buf |= b.last_buf() != 0;
+        last_in_chain |= b.last_in_chain() != 0;
+    }
+    ChainRead::Read {
+        last_buf,
+        last_in_chain,
+    }
+}
+
+/// Appends `len` bytes of `fd` from `offset`, retrying short reads; false on error or EOF.
+fn pread_exact(fd: i32, offset: i64, len: usize, out: &mut Vec<u8>) -> bool {
+    let start = out.len();
+    out.resize(start + len, 0);
+    let mut done = 0usize;
+    while done < len {
+        let buf = &mut out[start + done..];
+        // SAFETY: buf is a valid writable slice; fd is an open file.
+        let n = unsafe {
+            libc::pread(
+                fd,
+                buf.as_mut_ptr() as *mut c_void,
+                buf.len(),
+                offset + done as i64,
+            )
+        };
+        if n <= 0 {
+            out.truncate(start);
+            return false;
+        }
+        done += n as usize;
+    }
+    true
+}
+
+/// Whether a pushed header's strings are copied into the pool or point at memory that
+/// already lives as long as the request (a hit's metadata in pool memory, static strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strings {
+    Copy,
+    Borrowed,
+}
+
+/// A live request, as nginx passed it to a callback.
+#[derive(Clone, Copy)]
+pub struct Req<'a> {
+    r: NonNull<ngx_http_request_t>,
+    _request: PhantomData<&'a mut ngx_http_request_t>,
+}
+
+impl<'a> Req<'a> {
+    /// # Safety
+    /// `r` must be a live request that stays valid for `'a` (the callback's duration, or
+    /// the request's lifetime for what is stored in its pool).
+    pub unsafe fn from_raw(r: *mut ngx_http_request_t) -> Option<Req<'a>> {
+        Some(Req {
+            r: NonNull::new(r)?,
+            _request: PhantomData,
+        })
+    }
+
+    pub fn raw(&self) -> *mut ngx_http_request_t {
+        self.r.as_ptr()
+    }
+
+    fn get(&self) -> &'a ngx_http_request_t {
+        // SAFETY: live for 'a by construction; nginx is single-threaded per worker, and no
+        // &mut to the request is held across a call that hands this reference out.
+        unsafe { &*self.r.as_ptr() }
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    fn get_mut(&self) -> &'a mut ngx_http_request_t {
+        // SAFETY: as `get`; each caller uses the reference for one field update.
+        unsafe { &mut *self.r.as_ptr() }
+    }
+
+    pub fn is_main(&self) -> bool {
+        std::ptr::eq(self.get().main, self.r.as_ptr())
+    }
+
+    pub fn method(&self) -> u32 {
+        self.get().method as u32
+    }
+
+    pub fn method_name(&self) -> &'a [u8] {
+        bytes(&self.get().method_name)
+    }
+
+    pub fn unparsed_uri(&self) -> &'a [u8] {
+        bytes(&self.get().unparsed_uri)
+    }
+
+    /// nginx's host for the request (`$host`: lowercase, no port; or the server name).
+    pub fn server(&self) -> &'a [u8] {
+        bytes(&self.get().headers_in.server)
+    }
+
+    pub fn content_length(&self) -> i64 {
+        self.get().headers_in.content_length_n
+    }
+
+    pub fn has_authorization(&self) -> bool {
+        !self.get().headers_in.authorization.is_null()
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        // SAFETY: a live request has a live connection.
+        if unsafe { (*self.get().connection).ssl.is_null() } {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
+    /// The port of the listener the request arrived on (0 for a unix socket).
+    pub fn local_port(&self) -> u16 {
+        // SAFETY: local_sockaddr of a live connection is a valid sockaddr of its family.
+        unsafe {
+            let sa = (*self.get().connection).local_sockaddr;
+            if sa.is_null() {
+                return 0;
+            }
+            match (*sa).sa_family as i32 {
+                libc::AF_INET => u16::from_be((*(sa as *const libc::sockaddr_in)).sin_port),
+                libc::AF_INET6 => u16::from_be((*(sa as *const libc::sockaddr_in6)).sin6_port),
+                _ => 0,
+            }
+        }
+    }
+
+    pub fn log(&self) -> *mut ngx_log_t {
+        // SAFETY: a live request has a live connection.
+        unsafe { (*self.get().connection).log }
+    }
+
+    pub fn header_only(&self) -> bool {
+        self.get().header_only() != 0
+    }
+
+    /// This module's location configuration for the request.
+    pub fn loc_conf(&self) -> &'a LocConf {
+        // SAFETY: loc_conf[ctx_index] is the LocConf nginx created for every location.
+        unsafe { &*(*self.get().loc_conf.add(Module::module().ctx_index) as *const LocConf) }
+    }
+
+    /// The request headers, as sent (deleted ones skipped).
+    pub fn headers_in(&self) -> impl Iterator<Item = &'a ngx_table_elt_t> + 'a {
+        // SAFETY: the headers_in list is initialized once the request line is read.
+        unsafe { header_list(&self.get().headers_in.headers) }
+    }
+
+    /// A request header's value by name (any case); repeated lines joined with ", ".
+    pub fn header_in(&self, name: &str) -> Option<Vec<u8>> {
+        let mut out: Option<Vec<u8>> = None;
+        for h in self.headers_in() {
+            if bytes(&h.key).eq_ignore_ascii_case(name.as_bytes()) {
+                let v = bytes(&h.value);
+                match &mut out {
+                    Some(o) => {
+                        o.extend_from_slice(b", ");
+                        o.extend_from_slice(v);
+                    }
+                    None => out = Some(v.to_vec()),
+                }
+            }
+        }
+        out
+    }
+
+    /// The lowercase name nginx computed for a request header (its key when absent).
+    pub fn lowercase_name(h: &ngx_table_elt_t) -> &[u8] {
+        if h.lowcase_key.is_null() {
+            bytes(&h.key)
+        } else {
+            // SAFETY: nginx sets lowcase_key to key.len bytes when it parses a header.
+            unsafe { std::slice::from_raw_parts(h.lowcase_key, h.key.len) }
+        }
+    }
+
+    /// A query argument's value, percent-decoded.
+    pub fn arg(&self, name: &str) -> Option<String> {
+        let mut v = ngx_str_t::empty();
+        // SAFETY: r is live; ngx_http_arg only reads the name.
+        let rc = unsafe { ngx_http_arg(self.raw(), name.as_ptr() as *mut u8, name.len(), &mut v) };
+        (rc == OK).then(|| percent_decode(bytes(&v)))
+    }
+
+    /// Evaluates a configured complex value (e.g. `pagespeed_cache_key`) for this request.
+    pub fn complex_value(&self, cv: *mut ngx_http_complex_value_t) -> Option<&'a [u8]> {
+        let mut v = ngx_str_t::empty();
+        // SAFETY: cv was compiled for this configuration; the result lives in the pool.
+        if unsafe { ngx_http_complex_value(self.raw(), cv, &mut v) } != OK || v.data.is_null() {
+            return None;
+        }
+        // SAFETY: the value's bytes are request pool memory.
+        Some(unsafe { std::slice::from_raw_parts(v.data, v.len) })
+    }
+
+    /// `len` bytes of request pool memory, valid until the request ends.
+    pub fn pool_bytes(&self, len: usize) -> Option<&'a mut [u8]> {
+        // SAFETY: a fresh pool allocation of len bytes, owned by the request.
+        unsafe {
+            let p = ngx_pnalloc(self.get().pool, len.max(1)) as *mut u8;
+            (!p.is_null()).then(|| std::slice::from_raw_parts_mut(p, len))
+        }
+    }
+
+    fn pool_str(&self, v: &[u8], strings: Strings) -> Option<ngx_str_t> {
+        if v.is_empty() {
+            return Some(ngx_str_t::empty());
+        }
+        let data = match strings {
+            Strings::Borrowed => v.as_ptr() as *mut u8,
+            Strings::Copy => {
+                let p = self.pool_bytes(v.len())?;
+                p.copy_from_slice(v);
+                p.as_mut_ptr()
+            }
+        };
+        Some(ngx_str_t { len: v.len(), data })
+    }
+
+    /// This module's context of the request, if set.
+    pub fn ctx<T>(&self) -> Option<&'a mut T> {
+        // SAFETY: ctx[ctx_index] is null or the T this module allocated in r's pool.
+        unsafe { (*self.get().ctx.add(Module::module().ctx_index) as *mut T).as_mut() }
+    }
+
+    /// Sets this module's context: `value` moves into pool memory and is dropped with it.
+    pub fn set_ctx<T>(&self, value: T) -> Option<&'a mut T> {
+        // SAFETY: the pool outlives every use of the context; allocate registers a cleanup
+        // that drops the value (and what it owns) with the pool.
+        unsafe {
+            let p = Pool::from_ngx_pool(self.get().pool).allocate(value);
+            if p.is_null() {
+                return None;
+            }
+            *self.get().ctx.add(Module::module().ctx_index) = p as *mut c_void;
+            p.as_mut()
+        }
+    }
+
+    // --- the response ---
+
+    pub fn status(&self) -> u16 {
+        self.get().headers_out.status as u16
+    }
+
+    pub fn content_type(&self) -> &'a [u8] {
+        bytes(&self.get().headers_out.content_type)
+    }
+
+    pub fn response_length(&self) -> Option<u64> {
+        let n = self.get().headers_out.content_length_n;
+        (n >= 0).then_some(n as u64)
+    }
+
+    pub fn last_modified(&self) -> Option<i64> {
+        let t = self.get().headers_out.last_modified_time;
+        #[allow(clippy::unnecessary_cast)] // time_t is not i64 on every target
+        (t >= 0).then_some(t as i64)
+    }
+
+    /// The response's generic header lines, in order.
+    pub fn headers_out(&self) -> impl Iterator<Item = &'a ngx_table_elt_t> + 'a {
+        // SAFETY: headers_out.headers is initialized with the request.
+        unsafe { header_list(&self.get().headers_out.headers) }
+    }
+
+    /// Appends a response header and returns it, so typed `headers_out` fields can point at it.
+    pub fn push_header(
+        &self,
+        name: &[u8],
+        value: &[u8],
+        strings: Strings,
+    ) -> Option<*mut ngx_table_elt_t> {
+        let key = self.pool_str(name, strings)?;
+        let value = self.pool_str(value, strings)?;
+        // SAFETY: headers_out.headers is an initialized list of ngx_table_elt_t.
+        unsafe {
+            let h = ngx_list_push(&mut self.get_mut().headers_out.headers) as *mut ngx_table_elt_t;
+            if h.is_null() {
+                return None;
+            }
+            (*h).hash = 1;
+            (*h).key = key;
+            (*h).value = value;
+            (*h).lowcase_key = std::ptr::null_mut();
+            compat::single_header(h);
+            Some(h)
+        }
+    }
+
+    /// Fills the typed fields of a response replayed from the cache.
+    pub fn set_response_head(&self, head: &ReplayedHead) {
+        let out = &mut self.get_mut().headers_out;
+        out.status = head.status as _;
+        let ct = ngx_str_t {
+            len: head.content_type.len(),
+            data: head.content_type.as_ptr() as *mut u8,
+        };
+        out.content_type = ct;
+        out.content_type_len = head.content_type_len;
+        out.content_type_lowcase = std::ptr::null_mut();
+        if let Some(cs) = &head.charset {
+            out.charset = ngx_str_t {
+                len: cs.len(),
+                // SAFETY: the charset range lies inside the content type's bytes.
+                data: unsafe { ct.data.add(cs.start) },
+            };
+        }
+        out.content_length_n = head.content_length as i64;
+        out.last_modified_time = head.last_modified.map_or(-1, |t| t as _);
+        self.get_mut().set_allow_ranges(1);
+    }
+
+    /// Points a typed `headers_out` field at a header pushed with `push_header`.
+    pub fn link_typed(
+        &self,
+        field: Typed,
+        h: *mut ngx_table_elt_t,
+        cc: &mut compat::CacheControlLines,
+    ) -> bool {
+        let out = &mut self.get_mut().headers_out;
+        match field {
+            Typed::Etag => out.etag = h,
+            Typed::ContentEncoding => out.content_encoding = h,
+            Typed::Location => out.location = h,
+            Typed::Expires => out.expires = h,
+            // SAFETY: r is live and h is one of its headers_out elements.
+            Typed::CacheControl => return unsafe { cc.push(self.raw(), h) },
+        }
+        true
+    }
+
+    /// Makes `handler` the request's content handler: the CONTENT phase runs it instead of
+    /// the location's own (set from PRECONTENT).
+    pub fn take_content_phase(&self, handler: extern "C" fn(*mut ngx_http_request_t) -> ngx_int_t) {
+        self.get_mut().content_handler = Some(handler);
+    }
+
+    pub fn discard_body(&self) -> ngx_int_t {
+        // SAFETY: r is live.
+        unsafe { ngx_http_discard_request_body(self.raw()) }
+    }
+
+    pub fn send_header(&self) -> ngx_int_t {
+        // SAFETY: r is live and has not sent its header.
+        unsafe { ngx_http_send_header(self.raw()) }
+    }
+
+    /// Sends a complete body from memory that lives until the request ends (pool memory, a
+    /// hit's copy), after the header.
+    pub fn send_body(&self, data: &'a [u8]) -> ngx_int_t {
+        // SAFETY: allocations come from the request pool; the buffer points at `data`, which
+        // outlives the request's output.
+        unsafe {
+            let pool = self.get().pool;
+            let b = ngx_pcalloc(pool, std::mem::size_of::<ngx_buf_t>()) as *mut ngx_buf_t;
+            if b.is_null() {
+                return ERROR;
+            }
+            let b: &mut ngx_buf_t = &mut *b;
+            let p = data.as_ptr() as *mut u8;
+            b.start = p;
+            b.pos = p;
+            b.last = p.add(data.len());
+            b.end = b.last;
+            if !data.is_empty() {
+                b.set_memory(1);
+            }
+            b.set_last_buf(if self.is_main() { 1 } else { 0 });
+            b.set_last_in_chain(1);
+            let cl = ngx_alloc_chain_link(pool);
+            if cl.is_null() {
+                return ERROR;
+            }
+            (*cl).buf = b;
+            (*cl).next = std::ptr::null_mut();
+            ngx_http_output_filter(self.raw(), cl)
+        }
+    }
+
+    /// Sends a whole small response (JSON, text, a page) with the given status, not cacheable.
+    pub fn send_text(&self, status: usize, content_type: &str, body: &[u8]) -> ngx_int_t {
+        let (Some(data), Some(ct)) = (
+            self.pool_str(body, Strings::Copy),
+            self.pool_str(content_type.as_bytes(), Strings::Copy),
+        ) else {
+            return ERROR;
+        };
+        {
+            let out = &mut self.get_mut().headers_out;
+            out.status = status;
+            out.content_type = ct;
+            out.content_type_len = ct.len;
+            out.content_type_lowcase = std::ptr::null_mut();
+            out.content_length_n = body.len() as i64;
+        }
+        let _ = self.push_header(b"Cache-Control", b"no-store", Strings::Borrowed);
+        let rc = self.send_header();
+        if rc == ERROR || rc > OK || self.header_only() {
+            return rc;
+        }
+        self.send_body(bytes(&data))
+    }
+
+    /// The request body nginx read (memory and temp-file buffers), up to `max` bytes.
+    pub fn request_body(&self, max: usize) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        // SAFETY: after the body was read, request_body and its chain are valid.
+        let Some(rb) = (unsafe { self.get().request_body.as_ref() }) else {
+            return Some(out);
+        };
+        // SAFETY: as above.
+        match unsafe { read_chain(rb.bufs, max, &mut out) } {
+            ChainRead::Read { .. } => Some(out),
+            ChainRead::TooLarge | ChainRead::Unreadable => None,
+        }
+    }
+}
+
+/// The typed `headers_out` fields a replayed header may have to fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Typed {
+    Etag,
+    ContentEncoding,
+    Location,
+    Expires,
+    CacheControl,
+}
+
+/// What `Req::set_response_head` writes into the typed fields.
+pub struct ReplayedHead<'a> {
+    pub status: u16,
+    pub content_type: &'a [u8],
+    pub content_type_len: usize,
+    pub charset: Option<std::ops::Range<usize>>,
+    pub content_length: usize,
+    pub last_modified: Option<i64>,
+}
+
+fn percent_decode(v: &[u8]) -> String {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match v[i] {
+            b'%' if i + 2 < v.len() => {
+                if let (Some(a), Some(b)) = (hex(v[i + 1]), hex(v[i + 2])) {
+                    out.push((a * 16 + b) as u8);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(
+            percent_decode(b"https%3A%2F%2Fa.com%2Fx%20y"),
+            "https://a.com/x y"
+        );
+        assert_eq!(percent_decode(b"%zz%4"), "%zz%4");
+    }
+}

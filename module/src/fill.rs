@@ -1,0 +1,243 @@
+//! Filling the cache from the location's own response: the header filter decides whether it is
+//! stored (and says so in `X-Cache`), the body filter copies the body as it passes — before the
+//! filters below consume the buffers — and the last buffer commits it with the fill ticket
+//! taken at lookup time. Also RFC 9111 invalidation after an unsafe method.
+
+use nginx_sys::{
+    ngx_chain_t, ngx_conf_t, ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt,
+    ngx_http_request_t, ngx_int_t, NGX_LOG_WARN,
+};
+use ngx::ngx_log_error;
+
+use super::builder;
+use super::ffi::{bytes, read_chain, ChainRead, Req, Strings, ERROR, OK};
+use super::hit::{variant_headers, RequestCtx};
+use super::lifecycle::store;
+use super::log::{fault_log_allowed, guard};
+use ngx_http_pagespeed_module::cache::fill::{
+    prepare, FillPolicy, Prepared, RequestHead, ResponseHead,
+};
+use ngx_http_pagespeed_module::cache::CacheStatus;
+use ngx_http_pagespeed_module::http::url::Url;
+use ngx_http_pagespeed_module::purge;
+use ngx_http_pagespeed_module::store::{Alternate, CommitOutcome, FillTicket, Key, Store};
+use ngx_http_pagespeed_module::transform::builders::{transformable, Job};
+use ngx_http_pagespeed_module::variant::on_fill;
+
+/// A miss being filled from the location's own handler.
+pub struct Fill {
+    ticket: FillTicket,
+    key: Key,
+    url: Url,
+    /// Set by the header filter once the response is known to be storable.
+    capture: Option<Capture>,
+}
+
+impl Fill {
+    pub fn new(ticket: FillTicket, key: Key, url: Url) -> Fill {
+        Fill {
+            ticket,
+            key,
+            url,
+            capture: None,
+        }
+    }
+}
+
+/// A storable response on its way to the client: what will be committed, and the body so far.
+struct Capture {
+    prepared: Prepared,
+    body: Vec<u8>,
+}
+
+static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
+static mut NEXT_BODY_FILTER: ngx_http_output_body_filter_pt = None;
+
+/// Installs the capture filters at the top of both chains (postconfiguration).
+///
+/// # Safety
+/// `cf` is the http configuration being parsed, in the single-threaded master.
+pub unsafe fn install(_cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: the filter statics are only written here, before any request runs.
+    unsafe {
+        NEXT_HEADER_FILTER = nginx_sys::ngx_http_top_header_filter;
+        nginx_sys::ngx_http_top_header_filter = Some(header_filter);
+        NEXT_BODY_FILTER = nginx_sys::ngx_http_top_body_filter;
+        nginx_sys::ngx_http_top_body_filter = Some(body_filter);
+    }
+    OK
+}
+
+extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guard("the cache header filter", ERROR, || {
+        // SAFETY: nginx passes a live request.
+        if let Some(rq) = unsafe { Req::from_raw(r) } {
+            decide(rq);
+        }
+        // SAFETY: set once in install, before any request.
+        match unsafe { NEXT_HEADER_FILTER } {
+            Some(next) => unsafe { next(r) },
+            None => ERROR,
+        }
+    })
+}
+
+extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -> ngx_int_t {
+    guard("the cache body filter", ERROR, || {
+        // SAFETY: nginx passes a live request and its output chain.
+        if let Some(rq) = unsafe { Req::from_raw(r) } {
+            // SAFETY: the chain is valid for this call.
+            unsafe { capture(rq, input) };
+        }
+        // SAFETY: set once in install, before any request.
+        match unsafe { NEXT_BODY_FILTER } {
+            Some(next) => unsafe { next(r, input) },
+            None => ERROR,
+        }
+    })
+}
+
+/// Decides whether the response being sent is stored, and says so in `X-Cache`.
+fn decide(rq: Req) {
+    if !rq.is_main() {
+        return;
+    }
+    let Some(c) = rq.ctx::<RequestCtx>() else {
+        return;
+    };
+    if c.status == CacheStatus::Hit {
+        return;
+    }
+    let Some(store) = store() else { return };
+    let lcf = rq.loc_conf();
+    if let Some((key, url)) = c.invalidate.take() {
+        if rq.status() < 400 {
+            invalidate(rq, store, &key, &url);
+        }
+    }
+    if let Some(fill) = c.fill.as_mut() {
+        match prepare_response(rq, store, fill) {
+            Some(prepared) => {
+                let body = Vec::with_capacity(prepared.capacity);
+                fill.capture = Some(Capture { prepared, body });
+            }
+            None => {
+                c.fill = None;
+                c.status = CacheStatus::Bypass;
+            }
+        }
+    }
+    // After the capture read the origin's headers: our Vary is not the origin's.
+    if c.status != CacheStatus::Bypass || c.fill.is_some() {
+        variant_headers(rq, lcf, rq.content_type());
+    }
+    let _ = rq.push_header(b"X-Cache", c.status.x_cache().as_bytes(), Strings::Borrowed);
+}
+
+/// What will be committed if the response is storable.
+fn prepare_response(rq: Req, store: &Store, fill: &Fill) -> Option<Prepared> {
+    let lcf = rq.loc_conf();
+    let resp = ResponseHead {
+        status: rq.status(),
+        headers: rq
+            .headers_out()
+            .map(|h| (bytes(&h.key), bytes(&h.value)))
+            .collect(),
+        content_type: rq.content_type(),
+        content_length: rq.response_length(),
+        last_modified: rq.last_modified(),
+    };
+    let req_cc = rq.header_in("cache-control");
+    let header = |name: &str| rq.header_in(name);
+    let req = RequestHead {
+        authorization: rq.has_authorization(),
+        cache_control: req_cc.as_deref(),
+        header: &header,
+    };
+    let policy = FillPolicy {
+        statuses: lcf.statuses(),
+        default_lifetime: lcf.valid as u64,
+        max_object: (lcf.max_object as u64).min(store.max_object()),
+    };
+    let now = nginx_sys::ngx_time() as i64;
+    prepare(&resp, &req, &policy, &fill.url.id(), &store.buckets(), now).ok()
+}
+
+/// Copies the body as it passes and commits when the last buffer has been seen.
+///
+/// # Safety
+/// `input` must be the valid output chain of this call.
+unsafe fn capture(rq: Req, input: *mut ngx_chain_t) {
+    if !rq.is_main() {
+        return;
+    }
+    let Some(c) = rq.ctx::<RequestCtx>() else {
+        return;
+    };
+    let Some(fill) = c.fill.as_mut() else { return };
+    let Some(cap) = fill.capture.as_mut() else {
+        return;
+    };
+    let max = cap.prepared.max_body as usize;
+    // SAFETY: as the caller promises.
+    match unsafe { read_chain(input, max, &mut cap.body) } {
+        // Over the size limit or unreadable: this response is not stored.
+        ChainRead::TooLarge | ChainRead::Unreadable => fill.capture = None,
+        ChainRead::Read { last_buf: true, .. } => {
+            if let (Some(fill), Some(store)) = (c.fill.take(), store()) {
+                commit(rq, store, fill);
+            }
+        }
+        ChainRead::Read { .. } => {}
+    }
+}
+
+/// RFC 9111 4.4: a non-error response to an unsafe method invalidates its target URI (the
+/// purge path's own plan, as a URL purge).
+fn invalidate(rq: Req, store: &Store, key: &Key, url: &Url) {
+    if let Err(f) = purge::invalidate(store, url, rq.local_port(), key) {
+        if fault_log_allowed() {
+            ngx_log_error!(
+                NGX_LOG_WARN,
+                rq.log(),
+                "pagespeed cache: invalidation after {} not applied: {f}",
+                url.path
+            );
+        }
+    }
+}
+
+fn commit(rq: Req, store: &Store, fill: Fill) {
+    let Some(cap) = fill.capture else { return };
+    let p = &cap.prepared;
+    let alt = Alternate {
+        descriptor: p.descriptor.0,
+        scopes: &p.scopes,
+        meta: &p.meta,
+        body: &cap.body,
+    };
+    match store.commit(fill.ticket, &fill.key, &alt) {
+        CommitOutcome::Stored => {
+            let lcf = rq.loc_conf();
+            if lcf.build_on_fill == 1 && transformable(p.descriptor) {
+                for target in on_fill(p.kind, &lcf.variants()) {
+                    builder::submit(Job {
+                        key: fill.key,
+                        target,
+                        url: fill.url.path.clone(),
+                    });
+                }
+            }
+        }
+        CommitOutcome::Fenced | CommitOutcome::TooLarge => {}
+        CommitOutcome::Fault(f) => {
+            if fault_log_allowed() {
+                ngx_log_error!(
+                    NGX_LOG_WARN,
+                    rq.log(),
+                    "pagespeed cache: fill not stored: {f}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! The lookup in front of any content handler: a PRECONTENT-phase handler that serves hits
+//! from its own content handler (the location's handler is never run), takes a fill ticket
+//! on a miss, and the `$pagespeed_cache_status` variable.
+
+use nginx_sys::{
+    ngx_array_push, ngx_conf_t, ngx_http_add_variable, ngx_http_handler_pt,
+    ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_http_request_t, ngx_http_variable_value_t,
+    ngx_int_t, ngx_str_t, ngx_uint_t, NGX_HTTP_DELETE, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_PATCH,
+    NGX_HTTP_POST, NGX_HTTP_PUT, NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_WARN,
+};
+use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::ngx_log_error;
+
+use super::compat::CacheControlLines;
+use super::conf::LocConf;
+use super::ffi::{ReplayedHead, Req, Strings, Typed, DECLINED, ERROR, OK};
+use super::fill::Fill;
+use super::lifecycle::store;
+use super::log::{fault_log_allowed, guard};
+use super::{admin, builder};
+use ngx_http_pagespeed_module::cache::hit::{split_content_type, usable, Selector, Usable};
+use ngx_http_pagespeed_module::cache::CacheStatus;
+use ngx_http_pagespeed_module::http::meta::MetaView;
+use ngx_http_pagespeed_module::http::url::{custom_key, default_key, split_host, Url};
+use ngx_http_pagespeed_module::store::{Key, Lookup, Sink};
+use ngx_http_pagespeed_module::transform::builders::Job;
+use ngx_http_pagespeed_module::variant::{accept_ch, Capabilities, CapabilityHeaders, SourceKind};
+
+/// A hit: metadata then body, copied into request pool memory by the lookup. The metadata is
+/// read in place (`MetaView`): its strings become the response's headers without a copy.
+pub struct Served {
+    ptr: *const u8,
+    len: usize,
+    meta_len: usize,
+}
+
+impl Served {
+    /// # Safety
+    /// `bytes` must be pool memory of the request whose context this will be stored in (the
+    /// context is freed with that pool, so the bytes outlive every read through it), and
+    /// `meta_len <= bytes.len()`.
+    unsafe fn new(bytes: &[u8], meta_len: usize) -> Served {
+        Served {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+            meta_len,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: pool memory that outlives this context (see `new`).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    fn meta(&self) -> Option<MetaView<'_>> {
+        MetaView::parse(&self.bytes()[..self.meta_len])
+    }
+
+    fn body(&self) -> &[u8] {
+        &self.bytes()[self.meta_len..]
+    }
+}
+
+/// This module's state for one request, in its pool.
+pub struct RequestCtx {
+    pub status: CacheStatus,
+    pub served: Option<Served>,
+    pub fill: Option<Fill>,
+    /// An unsafe method's target: invalidated if the response is not an error (RFC 9111 4.4).
+    pub invalidate: Option<(Key, Url)>,
+}
+
+impl RequestCtx {
+    fn new(status: CacheStatus) -> RequestCtx {
+        RequestCtx {
+            status,
+            served: None,
+            fill: None,
+            invalidate: None,
+        }
+    }
+}
+
+/// Who a request is, borrowed from it: nginx has already lowercased the host and dropped its
+/// port and trailing dot; the port is the listener's.
+struct Identity<'a> {
+    scheme: &'static str,
+    host: std::borrow::Cow<'a, [u8]>,
+    uri: &'a [u8],
+    port: u16,
+}
+
+impl Identity<'_> {
+    /// The owned URL, built only when a miss, a build or an invalidation needs it.
+    fn url(&self) -> Url {
+        Url {
+            scheme: self.scheme.into(),
+            host: String::from_utf8_lossy(&self.host).into_owned(),
+            path: String::from_utf8_lossy(self.uri).into_owned(),
+            port: Some(self.port),
+        }
+    }
+}
+
+/// The request's key and identity; None if a configured key cannot be evaluated.
+fn identity<'a>(rq: &Req<'a>, lcf: &LocConf) -> Option<(Key, Identity<'a>)> {
+    let server = rq.server();
+    // nginx normalized a Host header; a configured server name may still need it.
+    let host =
+        if server.iter().any(|c| c.is_ascii_uppercase() || *c == b':') || server.ends_with(b".") {
+            std::borrow::Cow::Owned(
+                split_host(&String::from_utf8_lossy(server))
+                    .host
+                    .into_bytes(),
+            )
+        } else {
+            std::borrow::Cow::Borrowed(server)
+        };
+    let id = Identity {
+        scheme: rq.scheme(),
+        host,
+        uri: rq.unparsed_uri(),
+        port: rq.local_port(),
+    };
+    let key = if lcf.key.is_null() {
+        default_key(id.scheme, &id.host, id.port, id.uri)
+    } else {
+        custom_key(rq.complex_value(lcf.key)?)
+    };
+    Some((key, id))
+}
+
+/// Copies a lookup's bytes straight into request pool memory.
+struct PoolSink<'a> {
+    rq: Req<'a>,
+    reserved: Option<(*const u8, usize)>,
+}
+
+impl<'a> PoolSink<'a> {
+    /// What the lookup copied (after it returned a hit: the store fills what it reserves).
+    fn copied(&self) -> &'a [u8] {
+        match self.reserved {
+            // SAFETY: request pool memory `reserve` handed out, alive until the request ends.
+            Some((p, len)) => unsafe { std::slice::from_raw_parts(p, len) },
+            None => &[],
+        }
+    }
+}
+
+impl Sink for PoolSink<'_> {
+    fn reserve(&mut self, len: usize) -> Option<&mut [u8]> {
+        let b = self.rq.pool_bytes(len)?;
+        self.reserved = Some((b.as_ptr(), b.len()));
+        Some(b)
+    }
+}
+
+/// Registers `$pagespeed_cache_status`.
+///
+/// # Safety
+/// `cf` is the configuration being parsed (preconfiguration).
+pub unsafe fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
+    let mut name = ngx_str_t {
+        len: 22,
+        data: c"pagespeed_cache_status".as_ptr() as *mut u8,
+    };
+    // SAFETY: nginx copies the name; the variable lives in the configuration.
+    unsafe {
+        let v = ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as ngx_uint_t);
+        if v.is_null() {
+            return ERROR;
+        }
+        (*v).get_handler = Some(cache_status_variable);
+    }
+    OK
+}
+
+extern "C" fn cache_status_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    guard("the $pagespeed_cache_status variable", ERROR, || {
+        // SAFETY: nginx passes a live request and a value to fill.
+        let (Some(rq), Some(v)) = (unsafe { Req::from_raw(r) }, unsafe { v.as_mut() }) else {
+            return ERROR;
+        };
+        match rq.ctx::<RequestCtx>() {
+            Some(c) => {
+                let s = c.status.as_str();
+                v.set_len(s.len() as u32);
+                v.set_valid(1);
+                v.set_no_cacheable(1);
+                v.set_not_found(0);
+                v.data = s.as_ptr() as *mut u8;
+            }
+            None => v.set_not_found(1),
+        }
+        OK
+    })
+}
+
+/// Installs the lookup handler (postconfiguration).
+///
+/// # Safety
+/// `cf` is the http configuration being parsed.
+pub unsafe fn install(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: the core main conf exists during http postconfiguration.
+    unsafe {
+        let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
+            return ERROR;
+        };
+        let phase = &mut cmcf.phases[ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE as usize];
+        let h = ngx_array_push(&mut phase.handlers) as *mut ngx_http_handler_pt;
+        if h.is_null() {
+            return ERROR;
+        }
+        *h = Some(precontent_handler);
+    }
+    OK
+}
+
+extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guard("the cache lookup", DECLINED, || {
+        // SAFETY: nginx passes a live request.
+        match unsafe { Req::from_raw(r) } {
+            Some(rq) => precontent(rq),
+            None => DECLINED,
+        }
+    })
+}
+
+fn unsafe_method(method: u32) -> bool {
+    method & (NGX_HTTP_POST | NGX_HTTP_PUT | NGX_HTTP_DELETE | NGX_HTTP_PATCH) != 0
+}
+
+fn precontent(rq: Req) -> ngx_int_t {
+    let lcf = rq.loc_conf();
+    let purge_method = lcf.purge_method();
+    if !purge_method.is_empty() && rq.method_name() == purge_method && rq.is_main() {
+        admin::take_purge_method(rq);
+        return DECLINED;
+    }
+    // Subrequests (SSI, mirror, auth_request) neither read nor fill the cache.
+    if lcf.cache != 1 || !rq.is_main() || rq.ctx::<RequestCtx>().is_some() {
+        return DECLINED;
+    }
+    let Some(store) = store() else {
+        return DECLINED;
+    };
+    let method = rq.method();
+    if method != NGX_HTTP_GET && method != NGX_HTTP_HEAD {
+        let mut c = RequestCtx::new(CacheStatus::Bypass);
+        if unsafe_method(method) {
+            c.invalidate = identity(&rq, lcf).map(|(k, id)| (k, id.url()));
+        }
+        rq.set_ctx(c);
+        return DECLINED;
+    }
+    let Some((key, id)) = identity(&rq, lcf) else {
+        return DECLINED;
+    };
+    // One walk over the request headers, borrowing the values this location's policy selects
+    // on (a plain cache reads Accept-Encoding only).
+    let policy = lcf.variants();
+    let mut hints = CapabilityHeaders::default();
+    for h in rq.headers_in() {
+        let name = Req::lowercase_name(h);
+        if policy.uses_header(name) {
+            hints.offer(name, super::ffi::bytes(&h.value));
+        }
+    }
+    let caps = Capabilities::from_headers(&hints);
+    let header = |name: &str| rq.header_in(name);
+    let mut selector = Selector::new(&caps, &header);
+    let mut sink = PoolSink { rq, reserved: None };
+    let found = store.lookup(&key, |d, meta| selector.score(d, meta), &mut sink);
+    let now = nginx_sys::ngx_time() as i64;
+    let status = match found {
+        Lookup::Hit(hit) => {
+            let copied = sink.copied();
+            let meta = copied.get(..hit.meta_len).and_then(MetaView::parse);
+            match usable(&hit, meta.as_ref(), now) {
+                Usable::Fresh => {
+                    let missing = meta
+                        .as_ref()
+                        .and_then(|m| selector.missing_variant(&policy, m.source_type()));
+                    if let Some(target) = missing {
+                        builder::submit(Job {
+                            key,
+                            target,
+                            url: String::from_utf8_lossy(id.uri).into_owned(),
+                        });
+                    }
+                    let mut c = RequestCtx::new(CacheStatus::Hit);
+                    // SAFETY: the sink copied into this request's pool; meta_len is within.
+                    c.served = Some(unsafe { Served::new(copied, hit.meta_len) });
+                    if rq.set_ctx(c).is_some() {
+                        rq.take_content_phase(serve_handler);
+                    }
+                    return DECLINED;
+                }
+                Usable::Refill(s) => s,
+                Usable::Undecodable => {
+                    if fault_log_allowed() {
+                        ngx_log_error!(
+                            NGX_LOG_WARN,
+                            rq.log(),
+                            "pagespeed cache: undecodable entry metadata, treated as a miss"
+                        );
+                    }
+                    CacheStatus::Miss
+                }
+            }
+        }
+        Lookup::Miss => CacheStatus::Miss,
+        Lookup::Fault(f) => {
+            if fault_log_allowed() {
+                ngx_log_error!(
+                    NGX_LOG_WARN,
+                    rq.log(),
+                    "pagespeed cache: {f}; serving from origin"
+                );
+            }
+            CacheStatus::Miss
+        }
+    };
+    let mut c = RequestCtx::new(status);
+    // Only GET fills: a HEAD response has no body to store.
+    if method == NGX_HTTP_GET {
+        c.fill = Some(Fill::new(store.begin_fill(), key, id.url()));
+    }
+    rq.set_ctx(c);
+    DECLINED
+}
+
+extern "C" fn serve_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guard("serving a hit", ERROR, || {
+        // SAFETY: nginx passes a live request.
+        match unsafe { Req::from_raw(r) } {
+            Some(rq) => serve(rq),
+            None => ERROR,
+        }
+    })
+}
+
+/// Sends a cached alternate: status, stored headers, `Vary`/`Accept-CH`, `X-Cache: HIT`,
+/// `Age`, then the body. Conditional requests (304), HEAD and Range (206) are handled by
+/// nginx's own filters below, from the validators and body set here.
+fn serve(rq: Req) -> ngx_int_t {
+    let Some(s) = rq.ctx::<RequestCtx>().and_then(|c| c.served.as_ref()) else {
+        return ERROR;
+    };
+    let rc = rq.discard_body();
+    if rc != OK {
+        return rc;
+    }
+    let Some(m) = s.meta() else {
+        return ERROR;
+    };
+    let (content_type_len, charset) = split_content_type(m.content_type);
+    rq.set_response_head(&ReplayedHead {
+        status: m.status,
+        content_type: m.content_type,
+        content_type_len,
+        charset,
+        content_length: s.body().len(),
+        last_modified: (m.last_modified >= 0).then_some(m.last_modified),
+    });
+    let mut cache_control = CacheControlLines::default();
+    for (name, value) in m.headers() {
+        // The metadata's strings already live in this request's pool: pointed at, not copied.
+        let Some(h) = rq.push_header(name, value, Strings::Borrowed) else {
+            return ERROR;
+        };
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        let typed = if is(b"etag") {
+            Some(Typed::Etag)
+        } else if is(b"content-encoding") {
+            Some(Typed::ContentEncoding)
+        } else if is(b"location") {
+            // As the upstream module does: a relative Location is not linked, so nginx's
+            // header filter does not make it absolute with this server's scheme, name and
+            // port (which behind a proxy or port mapping are not the public ones).
+            (!value.starts_with(b"/")).then_some(Typed::Location)
+        } else if is(b"expires") {
+            Some(Typed::Expires)
+        } else if is(b"cache-control") {
+            // Linked so `expires`/`add_header` below us see every Cache-Control line.
+            Some(Typed::CacheControl)
+        } else {
+            None
+        };
+        if typed.is_some_and(|t| !rq.link_typed(t, h, &mut cache_control)) {
+            return ERROR;
+        }
+    }
+    if !variant_headers(rq, rq.loc_conf(), m.source_type()) {
+        return ERROR;
+    }
+    let mut age = itoa::Buffer::new();
+    let age = age.format(m.age_at(nginx_sys::ngx_time() as i64));
+    if rq
+        .push_header(
+            b"X-Cache",
+            CacheStatus::Hit.x_cache().as_bytes(),
+            Strings::Borrowed,
+        )
+        .is_none()
+        || rq
+            .push_header(b"Age", age.as_bytes(), Strings::Copy)
+            .is_none()
+    {
+        return ERROR;
+    }
+    let rc = rq.send_header();
+    if rc == ERROR || rc > OK || rq.header_only() {
+        return rc;
+    }
+    rq.send_body(s.body())
+}
+
+/// Adds the `Vary` (and `Accept-CH`) a key whose original has `source_type` needs under the
+/// location's variant policy: the same on the original and on every variant built from it,
+/// whatever type the served alternate has. False if the pool ran out. The values live in the
+/// configuration: nothing is formatted or copied per request.
+pub fn variant_headers(rq: Req, lcf: &LocConf, source_type: &[u8]) -> bool {
+    let policy = lcf.variants();
+    if !policy.any() {
+        return true;
+    }
+    let vary = lcf
+        .vary
+        .for_kind(SourceKind::from_content_type(source_type));
+    if !vary.is_empty()
+        && rq
+            .push_header(b"Vary", vary.as_bytes(), Strings::Borrowed)
+            .is_none()
+    {
+        return false;
+    }
+    if let Some(ch) = accept_ch(&policy) {
+        if rq
+            .push_header(b"Accept-CH", ch.as_bytes(), Strings::Borrowed)
+            .is_none()
+        {
+            return false;
+        }
+    }
+    true
+}

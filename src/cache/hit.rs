@@ -1,0 +1,226 @@
+//! What a lookup serves: which alternate a client may be given (its capabilities, the
+//! origin's own `Vary` values), whether what was found is usable now, and which variant to
+//! build for the client when the best one for it is not stored yet.
+
+use super::CacheStatus;
+use crate::http::meta::{MetaView, StoredMeta};
+use crate::store::{Hit, PurgeState, MAX_ALTERNATES};
+use crate::variant::{score, wanted, Capabilities, Descriptor, SourceKind, VariantPolicy};
+
+/// Picks among a key's alternates for one client, remembering every descriptor it saw (to
+/// decide afterwards whether the client's ideal variant is missing). No allocation: this
+/// runs under the shard lock on every hit.
+pub struct Selector<'a> {
+    caps: &'a Capabilities,
+    /// A request header by lowercase name, for alternates the origin's `Vary` selected.
+    header: &'a dyn Fn(&str) -> Option<Vec<u8>>,
+    seen: [u32; MAX_ALTERNATES as usize],
+    len: usize,
+}
+
+impl<'a> Selector<'a> {
+    pub fn new(caps: &'a Capabilities, header: &'a dyn Fn(&str) -> Option<Vec<u8>>) -> Self {
+        Selector {
+            caps,
+            header,
+            seen: [0; MAX_ALTERNATES as usize],
+            len: 0,
+        }
+    }
+
+    /// The store's scoring callback: None if this alternate must not go to this client.
+    pub fn score(&mut self, descriptor: u32, meta: &[u8]) -> Option<u32> {
+        // A key holds at most MAX_ALTERNATES; a damaged chain longer than that is caught by
+        // the store, and a descriptor not remembered only costs a redundant build request.
+        if self.len < self.seen.len() {
+            self.seen[self.len] = descriptor;
+            self.len += 1;
+        }
+        let d = Descriptor(descriptor);
+        let s = score(d, self.caps)?;
+        (!d.origin_varies() || StoredMeta::vary_matches(meta, self.header)).then_some(s)
+    }
+
+    pub fn seen(&self) -> &[u32] {
+        &self.seen[..self.len]
+    }
+
+    /// The variant worth building for this client, when its source is stored and the variant
+    /// is neither stored nor declined yet (the client is served the best stored one now).
+    /// `source_type` is the Content-Type of the key's original.
+    pub fn missing_variant(
+        &self,
+        policy: &VariantPolicy,
+        source_type: &[u8],
+    ) -> Option<Descriptor> {
+        let seen = self.seen();
+        if !policy.any() || !seen.contains(&Descriptor::SOURCE.0) {
+            return None;
+        }
+        let target = wanted(
+            SourceKind::from_content_type(source_type),
+            self.caps,
+            policy,
+        )?;
+        let known = seen.contains(&target.0) || seen.contains(&Descriptor::declined(target).0);
+        (!known).then_some(target)
+    }
+}
+
+/// Whether what a lookup found may be served now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usable {
+    Fresh,
+    /// Not servable as is: refilled, with this status.
+    Refill(CacheStatus),
+    /// The metadata does not decode: a fault, refilled as a miss.
+    Undecodable,
+}
+
+pub fn usable(hit: &Hit, meta: Option<&MetaView>, now: i64) -> Usable {
+    match meta {
+        None => Usable::Undecodable,
+        Some(_) if hit.purge_state == PurgeState::SoftPurged => Usable::Refill(CacheStatus::Stale),
+        Some(m) if now < m.expires_at => Usable::Fresh,
+        Some(_) => Usable::Refill(CacheStatus::Expired),
+    }
+}
+
+/// The media type's length and the `charset` parameter's value within a Content-Type, the
+/// way nginx's upstream module splits one it copies (`content_type_len`, `charset`), so that
+/// filters matching types see a HIT as they saw the MISS: the type ends at the `;` that starts
+/// a `charset=` parameter (surrounding quotes dropped); without one the whole value counts.
+pub fn split_content_type(v: &[u8]) -> (usize, Option<std::ops::Range<usize>>) {
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] != b';' {
+            i += 1;
+            continue;
+        }
+        let semi = i;
+        i += 1;
+        while i < v.len() && v[i] == b' ' {
+            i += 1;
+        }
+        if v.len() - i < 8 || !v[i..i + 8].eq_ignore_ascii_case(b"charset=") {
+            continue;
+        }
+        let mut start = i + 8;
+        if v.get(start) == Some(&b'"') {
+            start += 1;
+        }
+        let mut end = v.len();
+        if end > start && v[end - 1] == b'"' {
+            end -= 1;
+        }
+        return (semi, Some(start..end.max(start)));
+    }
+    (v.len(), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::variant::{Density, Encoding, Format, Viewport};
+
+    fn caps(accept: &str) -> Capabilities {
+        let a = accept.as_bytes().to_vec();
+        Capabilities::from_request(&move |n: &str| (n == "accept").then(|| a.clone()))
+    }
+
+    #[test]
+    fn content_type_splits_like_the_upstream_module() {
+        assert_eq!(split_content_type(b"text/html"), (9, None));
+        assert_eq!(
+            split_content_type(b"text/html; charset=utf-8"),
+            (9, Some(19..24))
+        );
+        assert_eq!(
+            split_content_type(b"text/html;CHARSET=\"koi8-r\""),
+            (9, Some(19..25))
+        );
+        assert_eq!(split_content_type(b"text/plain; format=flowed"), (25, None));
+        assert_eq!(
+            split_content_type(b"a/b; x=1; charset=utf-8"),
+            (8, Some(18..23))
+        );
+        assert_eq!(
+            split_content_type(b"text/html; charset="),
+            (9, Some(19..19))
+        );
+        assert_eq!(
+            split_content_type(b"text/html; charset=\""),
+            (9, Some(20..20))
+        );
+        assert_eq!(split_content_type(b""), (0, None));
+    }
+
+    #[test]
+    fn the_selector_remembers_what_it_saw_and_names_the_missing_variant() {
+        let c = caps("image/avif,image/webp");
+        let none = |_: &str| None;
+        let mut s = Selector::new(&c, &none);
+        let webp = Descriptor::variant(
+            Format::Webp,
+            Viewport::Original,
+            Density::X1,
+            false,
+            Encoding::Identity,
+        );
+        assert!(s.score(Descriptor::SOURCE.0, b"").is_some());
+        assert!(s.score(webp.0, b"").is_some());
+        let policy = VariantPolicy {
+            webp: true,
+            avif: true,
+            ..Default::default()
+        };
+        let avif = s.missing_variant(&policy, b"image/jpeg").unwrap();
+        assert_eq!(avif.format(), Format::Avif);
+        // The original's type decides, whatever the served alternate's type is.
+        assert_eq!(s.missing_variant(&policy, b"image/avif"), None);
+        assert_eq!(
+            s.missing_variant(&VariantPolicy::default(), b"image/jpeg"),
+            None
+        );
+        s.score(Descriptor::declined(avif).0, b"");
+        assert_eq!(
+            s.missing_variant(&policy, b"image/jpeg"),
+            None,
+            "declined once"
+        );
+    }
+
+    #[test]
+    fn found_entries_are_fresh_expired_or_soft_purged() {
+        let meta = StoredMeta {
+            expires_at: 100,
+            ..Default::default()
+        }
+        .encode()
+        .unwrap();
+        let m = MetaView::parse(&meta).unwrap();
+        let hit = |purge_state| Hit {
+            descriptor: 0,
+            purge_state,
+            stamp: 0,
+            meta_len: 0,
+            body_len: 0,
+        };
+        assert_eq!(
+            usable(&hit(PurgeState::Current), Some(&m), 99),
+            Usable::Fresh
+        );
+        assert_eq!(
+            usable(&hit(PurgeState::Current), Some(&m), 100),
+            Usable::Refill(CacheStatus::Expired)
+        );
+        assert_eq!(
+            usable(&hit(PurgeState::SoftPurged), Some(&m), 0),
+            Usable::Refill(CacheStatus::Stale)
+        );
+        assert_eq!(
+            usable(&hit(PurgeState::Current), None, 0),
+            Usable::Undecodable
+        );
+    }
+}
