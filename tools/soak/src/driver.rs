@@ -99,6 +99,29 @@ fn purge(
     None
 }
 
+/// POSTs to a cached URL until a non-error answer arrives (that answer invalidated it).
+fn post(addr: SocketAddr, path: &str, v: &Violations, stop: &AtomicBool) -> Option<u64> {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n"
+    );
+    let mut last = String::new();
+    for attempt in 0..50 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        match http::once(addr, &head, b"", Duration::from_secs(20)) {
+            Ok(r) if r.status < 400 => return Some(0),
+            Ok(r) => last = format!("status {}", r.status),
+            Err(e) => last = e.to_string(),
+        }
+        if stop.load(Ordering::Relaxed) && attempt > 5 {
+            break;
+        }
+    }
+    v.add("POST not answered", format!("{path}: {last}"));
+    None
+}
+
 pub fn run_purger(
     ck: Arc<Checker>,
     cfg: DriverConfig,
@@ -203,7 +226,7 @@ pub fn run_purger(
                         format!("/d{dir:02}/*")
                     };
                     (Cause::Prefix, ids, false, json!({"url": prefix}))
-                } else {
+                } else if x < 88 {
                     let g = rng.below(GROUPS as u64) as u32;
                     let ids: Vec<u32> = cat
                         .res
@@ -212,7 +235,18 @@ pub fn run_purger(
                         .map(|r| r.id)
                         .collect();
                     (Cause::Tag, ids, false, json!({"tag": format!("g{g}")}))
+                } else {
+                    // A POST to the URL: a non-error answer invalidates it (the URL only, not
+                    // the pages depending on it). Always hard.
+                    let id = rng.below(cat.len() as u64) as u32;
+                    (
+                        Cause::Unsafe,
+                        vec![id],
+                        false,
+                        json!(cat.res[id as usize].path),
+                    )
                 };
+            let soft = soft && cause != Cause::Unsafe;
             if soft {
                 body["soft"] = json!(true);
             }
@@ -222,6 +256,13 @@ pub fn run_purger(
             let skipped = cfg.skip_purges && rng.below(4) == 0;
             let receipt = if skipped {
                 Some(0)
+            } else if cause == Cause::Unsafe {
+                post(
+                    cfg.addr,
+                    body.as_str().unwrap_or("/"),
+                    &ck.violations,
+                    &stop,
+                )
             } else {
                 purge(cfg.addr, &body, &counts, &ck.violations, &stop)
             };

@@ -13,6 +13,8 @@ pub enum Cause {
     Prefix,
     Tag,
     All,
+    /// A POST to the URL itself (RFC 9111 4.4 invalidation).
+    Unsafe,
     Expiry,
 }
 
@@ -24,6 +26,7 @@ impl Cause {
             Cause::Prefix => "prefix",
             Cause::Tag => "tag",
             Cause::All => "all",
+            Cause::Unsafe => "post",
             Cause::Expiry => "expiry",
         }
     }
