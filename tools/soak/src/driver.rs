@@ -293,7 +293,21 @@ pub fn run_purger(
                     .unwrap()
                     .entry(cause.as_str())
                     .or_default() += 1;
-                counts.last_generation.fetch_max(g, Ordering::Relaxed);
+                // Invariant 4: the purge clock only grows, across reloads and killed
+                // workers; this thread's purges are sequential, so each receipt's generation
+                // is above the last one (POSTs and skipped purges report none).
+                if g > 0 {
+                    let last = counts.last_generation.fetch_max(g, Ordering::Relaxed);
+                    if g <= last {
+                        ck.violations.add(
+                            "purge generation did not grow",
+                            format!(
+                                "purge #{seq} ({}) answered generation {g} after {last}",
+                                cause.as_str()
+                            ),
+                        );
+                    }
+                }
             }
             let jitter = rng.below(cfg.purge_every_ms + 1);
             sleep_until_or_stop(

@@ -39,6 +39,7 @@ const USAGE: &str = "usage: pagespeed-soak --nginx PATH --module PATH [options]
                      builder threads some CPU on a small machine)
   --seed N           seed of every random choice (default: from the clock)
   --keep             keep the nginx prefix directory (its path is printed)
+  --samples FILE     write the once-a-second memory and segment samples there (TSV)
   --fault F          prove the checks fire: skip-purge (record receipts of purges never
                      sent), foreign-body or torn-body (the origin corrupts ~1% of bodies)";
 
@@ -62,6 +63,7 @@ struct Args {
     seed: u64,
     keep: bool,
     fault: Option<&'static str>,
+    samples: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -87,6 +89,7 @@ fn parse_args() -> Result<Args, String> {
             .map_or(1, |d| d.as_nanos() as u64),
         keep: false,
         fault: None,
+        samples: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -122,6 +125,7 @@ fn parse_args() -> Result<Args, String> {
             "--origin-errors" => a.origin_errors = num(&val)?,
             "--think-ms" => a.think_ms = num(&val)? as u64,
             "--seed" => a.seed = num(&val)? as u64,
+            "--samples" => a.samples = Some(val.into()),
             "--fault" => {
                 a.fault = Some(match val.as_str() {
                     "skip-purge" => "skip-purge",
@@ -433,6 +437,28 @@ fn run(args: Args) -> i32 {
     // segment fills, builders start, allocator arenas grow). Judged only over 40 s or more:
     // a shorter window is dominated by single events (a purge-all, a young worker).
     let samples = samples.lock().unwrap().clone();
+    if let Some(path) = &args.samples {
+        let mut tsv = String::from(
+            "t_s\tmaster_anon_kib\tworker_anon_kib\tworker_rss_kib\tworkers\tbytes_used\tbytes_capacity\tentries\talternates\n",
+        );
+        for s in &samples {
+            tsv.push_str(&format!(
+                "{:.1}\t{}\t{:.0}\t{:.0}\t{}\t{}\t{}\t{}\t{}\n",
+                s.t,
+                s.master_anon_kib,
+                s.worker_anon_kib,
+                s.worker_rss_kib,
+                s.workers,
+                s.bytes_used,
+                s.bytes_capacity,
+                s.entries,
+                s.alternates
+            ));
+        }
+        if let Err(e) = std::fs::write(path, tsv) {
+            eprintln!("soak: --samples {}: {e}", path.display());
+        }
+    }
     let warm = (chaos_end * 0.2).max(15.0);
     let measured: Vec<&Sample> = samples
         .iter()
