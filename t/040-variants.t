@@ -92,7 +92,7 @@ sub counter {
 # Builds run in the background: wait (bounded) until `cond` holds.
 sub eventually {
     my ($cond) = @_;
-    my $deadline = time() + 30;
+    my $deadline = time() + 30 * Test::Nginx::timeout_scale();
     while (time() < $deadline) {
         return 1 if $cond->();
         sleep 0.1;

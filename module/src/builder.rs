@@ -12,7 +12,7 @@ use ngx_http_pagespeed_module::transform::{Limits, Quality};
 
 use super::conf::VARIANTS_CONFIGURED;
 use super::ffi::OK;
-use super::lifecycle::store;
+use super::lifecycle::{self, store};
 use super::log::{guard, line};
 use super::Module;
 
@@ -70,7 +70,12 @@ pub extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
         if let Some(p) = pool {
             p.stop();
         }
+        lifecycle::release();
     })
+}
+
+pub extern "C" fn exit_master(_cycle: *mut ngx_cycle_t) {
+    guard("exit_master", (), lifecycle::release)
 }
 
 /// Queues a build; silently does nothing in processes without builders.

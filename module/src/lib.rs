@@ -150,6 +150,7 @@ pub static mut ngx_http_pagespeed_module: ngx_module_t = ngx_module_t {
     init_module: Some(init_module),
     init_process: Some(builder::init_process),
     exit_process: Some(builder::exit_process),
+    exit_master: Some(builder::exit_master),
     ..ngx_module_t::default()
 };
 

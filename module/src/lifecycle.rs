@@ -142,3 +142,17 @@ pub fn commit_store() {
     }
     *CURRENT_KEY.lock().unwrap_or_else(|e| e.into_inner()) = Some(prepared.key);
 }
+
+/// Drops the store and forgets what was prepared, at process exit (after builder threads are
+/// joined): nginx unloads the module with the cycle pool, and what only its statics hold
+/// would otherwise be lost at every exit. Nothing runs in this process afterwards.
+pub fn release() {
+    PENDING.lock().unwrap_or_else(|e| e.into_inner()).take();
+    CURRENT_KEY.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let old = STORE.swap(null_mut(), Ordering::AcqRel);
+    if !old.is_null() {
+        // SAFETY: `old` came from Box::into_raw in commit_store, and the process is exiting:
+        // no request or thread reads the store any more.
+        drop(unsafe { Box::from_raw(old) });
+    }
+}

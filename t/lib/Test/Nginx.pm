@@ -53,9 +53,13 @@ package Test::Nginx;
 #                       loaded only if the file exists)
 #   TEST_NGINX_LEAVE=1  keep the test dir (its path is printed)
 #   TEST_NGINX_VERBOSE=1  print error.log when the file has failures
+#   TEST_NGINX_TIMEOUT_SCALE  multiplies every harness timeout (start, stop,
+#                       reload, socket, HTTP; default 1), for nginx under
+#                       valgrind (scripts/memcheck)
 #
 # API (methods on $t unless marked "exported"):
 #   new(no_module => 0)  has(@features)  plan($n)  testdir  binary
+#   Test::Nginx::timeout_scale()  (the TEST_NGINX_TIMEOUT_SCALE factor)
 #   module_path  master_pid  worker_pids
 #   write_file($name, $bytes)  write_file_expand($name, $text)
 #   read_file($name) (undef if absent)  grep_log(qr//, $name='error.log')
@@ -100,11 +104,14 @@ my %PORT_MAP;           # 8081 => real port, once per test file
 my %PORT_TAKEN;         # real ports already handed out
 my $SIGNALS_INSTALLED;
 
-my $START_TIMEOUT = 10;
-my $STOP_TIMEOUT = 10;
-my $RELOAD_TIMEOUT = 10;
-my $SOCKET_TIMEOUT = 5;
-my $HTTP_TIMEOUT = 8;
+# Under valgrind nginx runs tens of times slower: scale waits, never shorten them.
+my $SCALE = ($ENV{TEST_NGINX_TIMEOUT_SCALE} // '') =~ /^\d+(?:\.\d+)?$/
+    && $ENV{TEST_NGINX_TIMEOUT_SCALE} > 1 ? $ENV{TEST_NGINX_TIMEOUT_SCALE} : 1;
+my $START_TIMEOUT = 10 * $SCALE;
+my $STOP_TIMEOUT = 10 * $SCALE;
+my $RELOAD_TIMEOUT = 10 * $SCALE;
+my $SOCKET_TIMEOUT = 5 * $SCALE;
+my $HTTP_TIMEOUT = 8 * $SCALE;
 my $POLL = 0.05;
 
 ###############################################################################
@@ -155,6 +162,9 @@ sub new {
 }
 
 sub testdir { $_[0]{_testdir} }
+
+# TEST_NGINX_TIMEOUT_SCALE (>= 1): for a test's own waits, e.g. on background builds.
+sub timeout_scale { $SCALE }
 sub binary { $_[0]{_binary} }
 sub master_pid { $_[0]{_pid} }
 
@@ -631,11 +641,15 @@ sub _cmdline {
 }
 
 # Pids of the master's worker processes (cache manager/loader excluded).
+# Under valgrind nginx retitles only its own copy of argv, so /proc shows
+# the tool's command line: then every child of the master counts (the
+# tests configure no cache manager or loader).
 sub worker_pids {
     my ($self) = @_;
     my $pid = $self->{_pid} or return ();
+    my $valgrind = _cmdline($pid) =~ /valgrind|memcheck-/;
     return sort { $a <=> $b }
-        grep { _cmdline($_) =~ /worker process/ } _children($pid);
+        grep { $valgrind || _cmdline($_) =~ /worker process/ } _children($pid);
 }
 
 # HUP, then wait until every old worker has exited and new ones run.
@@ -953,7 +967,8 @@ sub _pairs {
 # Sends $raw bytes and reads until EOF; undef on timeout/connect error.
 sub http {
     my ($request, %opts) = @_;
-    my $timeout = $opts{timeout} // $HTTP_TIMEOUT;
+    my $timeout = defined $opts{timeout} ? $opts{timeout} * $SCALE
+        : $HTTP_TIMEOUT;
     my $s = $opts{socket};
 
     unless ($s) {
@@ -982,7 +997,8 @@ sub http_start {
 sub http_end {
     my ($s, %opts) = @_;
     return undef unless $s;
-    my $timeout = $opts{timeout} // $HTTP_TIMEOUT;
+    my $timeout = defined $opts{timeout} ? $opts{timeout} * $SCALE
+        : $HTTP_TIMEOUT;
     my $deadline = Time::HiRes::time() + $timeout;
     my $sel = IO::Select->new($s);
     my $buf = '';
