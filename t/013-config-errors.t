@@ -12,7 +12,7 @@ use Test::More;
 use lib 't/lib';
 use Test::Nginx;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(36);
+my $t = Test::Nginx->new()->has(qw/http/)->plan(40);
 
 # A whole configuration around an http-level snippet and a snippet inside
 # "location /"; @@SERVER@@ goes into the server block.
@@ -143,6 +143,15 @@ refused(qr/invalid origin "https:\/\/a\.example\/admin" in "pagespeed_purge_allo
     'an origin with a path', location => 'pagespeed_purge_allow_origin https://a.example/admin;');
 accepted('pagespeed_purge_allow_origin with two origins',
     location => 'pagespeed_purge_allow_origin https://a.example http://b.example:8080;');
+refused(qr/invalid value "0" in "pagespeed_build_threads" \(1 to 64 threads per worker\)/,
+    'pagespeed_build_threads 0 (refused, not clamped)',
+    http => "pagespeed_cache_path off size=8m;\n    pagespeed_build_threads 0;");
+refused(qr/invalid value "65" in "pagespeed_build_threads"/, 'pagespeed_build_threads 65',
+    http => "pagespeed_cache_path off size=8m;\n    pagespeed_build_threads 65;");
+refused(qr/invalid value "0" in "pagespeed_build_queue" \(1 to 1048576 builds per worker\)/,
+    'pagespeed_build_queue 0', http => "pagespeed_cache_path off size=8m;\n    pagespeed_build_queue 0;");
+refused(qr/"pagespeed_build_queue" directive is duplicate/, 'pagespeed_build_queue twice',
+    http => "pagespeed_build_queue 8;\n    pagespeed_build_queue 9;");
 refused(qr/invalid method "GET" in "pagespeed_purge_method"/,
     'pagespeed_purge_method GET', location => 'pagespeed_purge_method GET;');
 refused(qr/invalid method "purge" in "pagespeed_purge_method"/,

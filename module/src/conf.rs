@@ -444,23 +444,41 @@ pub extern "C" fn set_cache_path(
     unsafe { directive(cf, |a| cache_path(&mut *(conf as *mut MainConf), a)) }
 }
 
+/// The builder pool's two counts, refused out of range.
+///
+/// # Safety
+/// As `directive`; `conf` is our main conf.
+unsafe fn builder_count(
+    cf: *mut ngx_conf_t,
+    conf: *mut c_void,
+    field: fn(&mut MainConf) -> &mut Option<usize>,
+    name: &'static str,
+    max: usize,
+    expected: &'static str,
+) -> *mut c_char {
+    // SAFETY: as the caller promises.
+    unsafe {
+        directive(cf, |a| {
+            count(field(&mut *(conf as *mut MainConf)), a, name, max, expected)
+        })
+    }
+}
+
 pub extern "C" fn set_build_threads(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: as set_cache_path.
+    // SAFETY: nginx passes our main conf, while parsing.
     unsafe {
-        directive(cf, |a| {
-            let mc = &mut *(conf as *mut MainConf);
-            count(
-                &mut mc.build_threads,
-                a,
-                "pagespeed_build_threads",
-                MAX_BUILD_THREADS,
-                "1 to 64 threads per worker",
-            )
-        })
+        builder_count(
+            cf,
+            conf,
+            |m| &mut m.build_threads,
+            "pagespeed_build_threads",
+            MAX_BUILD_THREADS,
+            "1 to 64 threads per worker",
+        )
     }
 }
 
@@ -469,18 +487,16 @@ pub extern "C" fn set_build_queue(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: as set_cache_path.
+    // SAFETY: nginx passes our main conf, while parsing.
     unsafe {
-        directive(cf, |a| {
-            let mc = &mut *(conf as *mut MainConf);
-            count(
-                &mut mc.build_queue,
-                a,
-                "pagespeed_build_queue",
-                MAX_BUILD_QUEUE,
-                "1 to 1048576 builds per worker",
-            )
-        })
+        builder_count(
+            cf,
+            conf,
+            |m| &mut m.build_queue,
+            "pagespeed_build_queue",
+            MAX_BUILD_QUEUE,
+            "1 to 1048576 builds per worker",
+        )
     }
 }
 
