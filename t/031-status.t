@@ -13,7 +13,7 @@ use JSON::PP qw/decode_json/;
 use lib 't/lib';
 use Test::Nginx;
 
-my $t = Test::Nginx->new()->has(qw/http proxy/)->plan(76);
+my $t = Test::Nginx->new()->has(qw/http proxy/)->plan(78);
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 %%TEST_GLOBALS%%
@@ -98,7 +98,9 @@ my $s = json_of($r) // {};
 my @counters = qw/hits stale_hits misses stored fenced rejected_reads
     checksum_failures evictions too_large replaced lock_recoveries
     corrupt_resets purges_url purges_prefix purges_tag purges_all purges_soft
-    builds_started builds_done builds_declined builds_failed builds_dropped builds_fenced/;
+    builds_started builds_done builds_declined builds_failed builds_dropped builds_fenced
+    revalidations revalidated_unchanged revalidated_changed collapsed lock_timeouts
+    stale_updating stale_on_error/;
 my @gauges = qw/purge_clock entries alternates bytes_used bytes_capacity
     shards/;
 is_deeply([grep { !exists $s->{$_} } @counters, @gauges, 'max_object'], [],
@@ -183,10 +185,13 @@ is_deeply(moved($pre, $post), { purges_url => 1, purges_soft => 1,
     purge_clock => 1 }, 'soft url purge: purges_url and purges_soft');
 
 $pre = $post;
-is(xcache('/s/x'), 'MISS', 'soft-purged entry: not a HIT');
+is(xcache('/s/x'), 'REVALIDATED', 'soft-purged entry, origin unchanged: revalidated');
 $post = status();
 is($post->{stale_hits} - $pre->{stale_hits}, 1, 'stale_hits +1');
-is($post->{hits} - $pre->{hits}, 0, 'not counted a hit');
+is($post->{revalidations} - $pre->{revalidations}, 1, 'revalidations +1');
+is($post->{revalidated_unchanged} - $pre->{revalidated_unchanged}, 1,
+    'revalidated_unchanged +1');
+is($post->{hits} - $pre->{hits}, 1, 'then answered from the cache: a hit');
 
 $pre = $post;
 http_req('PURGE', '/b');

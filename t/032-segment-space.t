@@ -66,8 +66,8 @@ my $pid = fork // die "fork: $!";
 if ($pid == 0) {
     open STDOUT, '>', '/dev/null';
     open STDERR, '>', '/dev/null';
-    exec $t->binary, '-p', $t->testdir . '/', '-c', 'tiny.conf', '-e', $log,
-        '-g', 'daemon off;';
+    { no warnings 'exec'; exec $t->binary, '-p', $t->testdir . '/', '-c', 'tiny.conf',
+        '-e', $log, '-g', 'daemon off;'; }
     POSIX::_exit(127);
 }
 my $status;

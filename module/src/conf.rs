@@ -7,7 +7,7 @@ use std::ptr::null_mut;
 
 use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_flag_t, ngx_http_complex_value_t, ngx_http_core_loc_conf_t,
-    ngx_str_t, time_t, NGX_CONF_UNSET, NGX_LOG_EMERG,
+    ngx_msec_t, ngx_str_t, time_t, NGX_CONF_UNSET, NGX_LOG_EMERG,
 };
 use ngx::http::{HttpModuleLocationConf, Merge, MergeConfigError, NgxHttpCoreModule};
 use ngx::ngx_conf_log_error;
@@ -15,6 +15,7 @@ use ngx::ngx_conf_log_error;
 use super::admin;
 use super::ffi::bytes;
 use super::log::guard;
+use ngx_http_pagespeed_module::cache::stale::UseStale;
 use ngx_http_pagespeed_module::http::csrf::Origin;
 use ngx_http_pagespeed_module::store::{MAX_SEGMENT, MIN_SEGMENT};
 use ngx_http_pagespeed_module::variant::{VariantPolicy, VaryValues};
@@ -23,6 +24,9 @@ use ngx_http_pagespeed_module::variant::{VariantPolicy, VaryValues};
 pub const DEFAULT_SIZE: u64 = 64 << 20;
 /// Lifetime of responses without freshness information.
 const DEFAULT_VALID: time_t = 600;
+/// How long a request waits for another's fill before going to the origin itself.
+const DEFAULT_LOCK_TIMEOUT: ngx_msec_t = 5000;
+const NGX_CONF_UNSET_MSEC: ngx_msec_t = ngx_msec_t::MAX;
 pub const DEFAULT_BUILD_THREADS: usize = 1;
 pub const DEFAULT_BUILD_QUEUE: usize = 256;
 /// `pagespeed_build_threads` accepts 1 to this.
@@ -120,6 +124,13 @@ pub struct LocConf {
     pub purge_allow_origin: Option<Vec<Origin>>,
     /// `pagespeed_status purge=URI`: where the console's purge form posts.
     pub console_purge: Option<String>,
+    /// `pagespeed_cache_revalidate`: refill stale entries conditionally, keeping variants.
+    pub revalidate: ngx_flag_t,
+    /// `pagespeed_cache_lock`, `pagespeed_cache_lock_timeout` (milliseconds).
+    pub lock: ngx_flag_t,
+    pub lock_timeout: ngx_msec_t,
+    /// `pagespeed_cache_use_stale`.
+    pub use_stale: Option<UseStale>,
 }
 
 impl Default for LocConf {
@@ -137,6 +148,10 @@ impl Default for LocConf {
             build_on_fill: NGX_CONF_UNSET as ngx_flag_t,
             purge_allow_origin: None,
             console_purge: None,
+            revalidate: NGX_CONF_UNSET as ngx_flag_t,
+            lock: NGX_CONF_UNSET as ngx_flag_t,
+            lock_timeout: NGX_CONF_UNSET_MSEC,
+            use_stale: None,
         }
     }
 }
@@ -161,6 +176,10 @@ impl LocConf {
     pub fn purge_allow_origin(&self) -> &[Origin] {
         self.purge_allow_origin.as_deref().unwrap_or_default()
     }
+
+    pub fn use_stale(&self) -> UseStale {
+        self.use_stale.unwrap_or_default()
+    }
 }
 
 fn inherit<T: PartialEq + Copy>(v: &mut T, prev: T, unset: T, default: T) {
@@ -180,6 +199,17 @@ impl Merge for LocConf {
             DEFAULT_VALID,
         );
         inherit(&mut self.build_on_fill, prev.build_on_fill, unset_flag, 1);
+        inherit(&mut self.revalidate, prev.revalidate, unset_flag, 1);
+        inherit(&mut self.lock, prev.lock, unset_flag, 1);
+        inherit(
+            &mut self.lock_timeout,
+            prev.lock_timeout,
+            NGX_CONF_UNSET_MSEC,
+            DEFAULT_LOCK_TIMEOUT,
+        );
+        if self.use_stale.is_none() {
+            self.use_stale = prev.use_stale;
+        }
         if self.max_object == usize::MAX {
             self.max_object = prev.max_object;
         }
@@ -335,6 +365,22 @@ fn variants(lc: &mut LocConf, a: &[&[u8]]) -> Result<(), ConfError> {
         VARIANTS_CONFIGURED.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     lc.variants = Some(p);
+    Ok(())
+}
+
+fn use_stale(lc: &mut LocConf, a: &[&[u8]]) -> Result<(), ConfError> {
+    if lc.use_stale.is_some() {
+        return Err(ConfError::Duplicate("pagespeed_cache_use_stale"));
+    }
+    let u = UseStale::parse(a[1..].iter().copied()).map_err(|v| {
+        invalid(
+            "value",
+            v,
+            "pagespeed_cache_use_stale",
+            "updating, error, timeout, http_500, http_502, http_503, http_504, or off",
+        )
+    })?;
+    lc.use_stale = Some(u);
     Ok(())
 }
 
@@ -516,6 +562,15 @@ pub extern "C" fn set_variants(
 ) -> *mut c_char {
     // SAFETY: as set_statuses.
     unsafe { directive(cf, |a| variants(&mut *(conf as *mut LocConf), a)) }
+}
+
+pub extern "C" fn set_use_stale(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: as set_statuses.
+    unsafe { directive(cf, |a| use_stale(&mut *(conf as *mut LocConf), a)) }
 }
 
 pub extern "C" fn set_purge_allow_origin(

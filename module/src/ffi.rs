@@ -10,7 +10,8 @@ use nginx_sys::{
     ngx_alloc_chain_link, ngx_buf_t, ngx_chain_t, ngx_http_arg, ngx_http_complex_value,
     ngx_http_complex_value_t, ngx_http_discard_request_body, ngx_http_output_filter,
     ngx_http_request_t, ngx_http_send_header, ngx_int_t, ngx_list_part_t, ngx_list_push,
-    ngx_list_t, ngx_log_t, ngx_pcalloc, ngx_pnalloc, ngx_str_t, ngx_table_elt_t, NGX_ERROR, NGX_OK,
+    ngx_list_t, ngx_log_t, ngx_pcalloc, ngx_pnalloc, ngx_str_t, ngx_table_elt_t, ngx_uint_t,
+    NGX_ERROR, NGX_OK,
 };
 use ngx::core::Pool;
 use ngx::http::HttpModule;
@@ -23,6 +24,7 @@ pub const OK: ngx_int_t = NGX_OK as ngx_int_t;
 pub const ERROR: ngx_int_t = NGX_ERROR as ngx_int_t;
 pub const DECLINED: ngx_int_t = nginx_sys::NGX_DECLINED as ngx_int_t;
 pub const DONE: ngx_int_t = nginx_sys::NGX_DONE as ngx_int_t;
+pub const AGAIN: ngx_int_t = nginx_sys::NGX_AGAIN as ngx_int_t;
 
 /// The bytes of an nginx string (empty for a null one).
 pub fn bytes(s: &ngx_str_t) -> &[u8] {
@@ -58,6 +60,42 @@ pub unsafe fn header_list<'a>(
             return Some(h);
         }
     })
+}
+
+unsafe extern "C" fn delete_timer(data: *mut c_void) {
+    let ev = data as *mut nginx_sys::ngx_event_t;
+    // SAFETY: data is the event timer_event allocated in the same pool.
+    unsafe {
+        if (*ev).timer_set() != 0 {
+            nginx_sys::ngx_del_timer(ev);
+        }
+    }
+}
+
+/// Arms a timer event made by `Req::timer_event`.
+///
+/// # Safety
+/// `ev` must come from `Req::timer_event` of a live request.
+pub unsafe fn arm(ev: *mut nginx_sys::ngx_event_t, ms: u64) {
+    // SAFETY: as the caller promises.
+    unsafe { nginx_sys::ngx_add_timer(ev, ms as nginx_sys::ngx_msec_t) }
+}
+
+/// Marks every buffer of a chain consumed (what the next filter would have done): an
+/// upstream waits for its buffers to be sent before it reuses them.
+///
+/// # Safety
+/// `chain` must be null or a valid chain whose buffers are valid for this call.
+pub unsafe fn consume_chain(chain: *mut ngx_chain_t) {
+    let mut cl = chain;
+    // SAFETY: links and buffers of a valid chain.
+    while let Some(link) = unsafe { cl.as_ref() } {
+        cl = link.next;
+        if let Some(b) = unsafe { link.buf.as_mut() } {
+            b.pos = b.last;
+            b.file_pos = b.file_last;
+        }
+    }
 }
 
 /// How a buffer chain was read.
@@ -513,6 +551,234 @@ impl<'a> Req<'a> {
         self.send_body(bytes(&data))
     }
 
+    /// Starts a subrequest that revalidates for this request: a clone of it in the same
+    /// location (`uri` None; from PRECONTENT it resumes at the same phase with the same
+    /// content handler), or a fresh request for `uri` in this server. `background` ones do
+    /// not hold this request's output. `handler(sr, data, rc)` runs when it is finalized.
+    /// Runs once nginx runs posted requests.
+    pub fn subrequest(
+        &self,
+        uri: Option<&[u8]>,
+        background: bool,
+        handler: nginx_sys::ngx_http_post_subrequest_pt,
+        data: *mut c_void,
+    ) -> Option<Req<'a>> {
+        use nginx_sys::{
+            ngx_http_post_subrequest_t, ngx_http_subrequest, NGX_HTTP_SUBREQUEST_BACKGROUND,
+            NGX_HTTP_SUBREQUEST_CLONE,
+        };
+        let r = self.get_mut();
+        let mut flags = if background {
+            NGX_HTTP_SUBREQUEST_BACKGROUND
+        } else {
+            0
+        };
+        let (mut path, mut args) = match uri {
+            None => {
+                flags |= NGX_HTTP_SUBREQUEST_CLONE;
+                (r.uri, r.args)
+            }
+            Some(u) => {
+                let (p, a) = match u.iter().position(|&c| c == b'?') {
+                    Some(i) => (&u[..i], &u[i + 1..]),
+                    None => (u, &b""[..]),
+                };
+                (
+                    self.pool_str(p, Strings::Copy)?,
+                    self.pool_str(a, Strings::Copy)?,
+                )
+            }
+        };
+        // SAFETY: the struct lives in the request pool for the subrequest's lifetime.
+        let ps = unsafe {
+            ngx_pcalloc(r.pool, std::mem::size_of::<ngx_http_post_subrequest_t>())
+                as *mut ngx_http_post_subrequest_t
+        };
+        if ps.is_null() {
+            return None;
+        }
+        let mut sr: *mut ngx_http_request_t = std::ptr::null_mut();
+        // SAFETY: r is live; ps, path and args are pool memory; nginx posts the subrequest.
+        unsafe {
+            (*ps).handler = handler;
+            (*ps).data = data;
+            let args = if args.len == 0 {
+                std::ptr::null_mut()
+            } else {
+                &mut args
+            };
+            if ngx_http_subrequest(r, &mut path, args, &mut sr, ps, flags as ngx_uint_t) != OK {
+                return None;
+            }
+            Req::from_raw(sr)
+        }
+    }
+
+    /// Makes a subrequest a full GET (a clone of a HEAD request is a HEAD).
+    pub fn make_get(&self) {
+        let r = self.get_mut();
+        r.method = nginx_sys::NGX_HTTP_GET as ngx_uint_t;
+        r.method_name = ngx_str_t {
+            len: 3,
+            data: b"GET".as_ptr() as *mut u8,
+        };
+        r.set_header_only(0);
+    }
+
+    /// Gives this (sub)request its own request header list: the parent's lines without the
+    /// client's conditionals and ranges, plus `add` (the revalidation's own conditionals).
+    /// A subrequest starts with a copy of its parent's list head, whose parts it shares:
+    /// pushing onto it would write into the parent's list.
+    pub fn conditional_headers(&self, add: &[(&str, Vec<u8>)]) -> bool {
+        use nginx_sys::{ngx_hash_key, ngx_list_create};
+        let pool = self.get().pool;
+        let kept: Vec<ngx_table_elt_t> = self
+            .headers_in()
+            .filter(|h| !CLIENT_CONDITIONALS.contains(&Req::lowercase_name(h)))
+            .copied()
+            .collect();
+        // SAFETY: a new list in the request pool; elements are plain copies, whose strings
+        // live in the pool or the client's header buffer for the request's lifetime.
+        unsafe {
+            let list = ngx_list_create(
+                pool,
+                kept.len() + add.len() + 1,
+                std::mem::size_of::<ngx_table_elt_t>(),
+            );
+            if list.is_null() {
+                return false;
+            }
+            for h in &kept {
+                let e = ngx_list_push(list) as *mut ngx_table_elt_t;
+                if e.is_null() {
+                    return false;
+                }
+                *e = *h;
+            }
+            let hin = &mut self.get_mut().headers_in;
+            hin.if_modified_since = std::ptr::null_mut();
+            hin.if_unmodified_since = std::ptr::null_mut();
+            hin.if_match = std::ptr::null_mut();
+            hin.if_none_match = std::ptr::null_mut();
+            hin.if_range = std::ptr::null_mut();
+            hin.range = std::ptr::null_mut();
+            for (name, value) in add {
+                let (Some(key), Some(val), Some(low)) = (
+                    self.pool_str(name.as_bytes(), Strings::Copy),
+                    self.pool_str(value, Strings::Copy),
+                    self.pool_str(name.to_ascii_lowercase().as_bytes(), Strings::Copy),
+                ) else {
+                    return false;
+                };
+                let e = ngx_list_push(list) as *mut ngx_table_elt_t;
+                if e.is_null() {
+                    return false;
+                }
+                (*e).key = key;
+                (*e).value = val;
+                (*e).lowcase_key = low.data;
+                // The hash modules look header names up by (proxy_set_header's table).
+                (*e).hash = ngx_hash_key(low.data, low.len);
+                compat::single_header(e);
+                if name.eq_ignore_ascii_case("if-none-match") {
+                    hin.if_none_match = e;
+                } else if name.eq_ignore_ascii_case("if-modified-since") {
+                    hin.if_modified_since = e;
+                }
+            }
+            hin.headers = *list;
+        }
+        true
+    }
+
+    /// Marks the response header as sent without passing it on (a revalidation subrequest's
+    /// answer is for the cache, never for the client).
+    pub fn set_header_sent(&self) {
+        self.get_mut().set_header_sent(1);
+    }
+
+    /// Whether the origin answered this request itself, or nginx produced its status.
+    pub fn upstream_answer(&self) -> UpstreamAnswer {
+        // SAFETY: r->upstream is null or the request's live upstream.
+        match unsafe { self.get().upstream.as_ref() } {
+            None => UpstreamAnswer::Local,
+            Some(u) if u.headers_in.status_n != 0 => UpstreamAnswer::Answered,
+            Some(_) => UpstreamAnswer::NoAnswer,
+        }
+    }
+
+    /// Re-runs the request's phases from where it waited (a PRECONTENT handler that returned
+    /// NGX_AGAIN), then whatever it posted.
+    pub fn resume(&self) {
+        // SAFETY: r is live and waiting in its phases; c is its connection.
+        unsafe {
+            nginx_sys::ngx_http_core_run_phases(self.raw());
+            nginx_sys::ngx_http_run_posted_requests(self.get().connection);
+        }
+    }
+
+    /// Marks the request busy while a timer of ours waits (as nginx's cache lock does), so
+    /// nginx neither finalizes nor reuses it meanwhile.
+    pub fn block(&self, on: bool) {
+        let m = self.get_mut().main;
+        // SAFETY: the main request of a live request is live.
+        unsafe {
+            let b = (*m).blocked();
+            (*m).set_blocked(if on { b + 1 } else { b.saturating_sub(1) });
+        }
+    }
+
+    /// A timer event of this request: `handler` runs with the event's `data` set to the
+    /// request. Deleted by a pool cleanup if the request ends while it is armed.
+    pub fn timer_event(
+        &self,
+        handler: unsafe extern "C" fn(*mut nginx_sys::ngx_event_t),
+    ) -> Option<*mut nginx_sys::ngx_event_t> {
+        use nginx_sys::{ngx_event_t, ngx_pool_cleanup_add};
+        let pool = self.get().pool;
+        // SAFETY: pool allocations of the request; the cleanup runs before the pool is freed.
+        unsafe {
+            let ev = ngx_pcalloc(pool, std::mem::size_of::<ngx_event_t>()) as *mut ngx_event_t;
+            let cln = ngx_pool_cleanup_add(pool, 0);
+            if ev.is_null() || cln.is_null() {
+                return None;
+            }
+            (*ev).data = self.raw() as *mut c_void;
+            (*ev).handler = Some(handler);
+            (*ev).log = self.log();
+            (*cln).handler = Some(delete_timer);
+            (*cln).data = ev as *mut c_void;
+            Some(ev)
+        }
+    }
+
+    /// Runs `f` on `value` when the request's pool is destroyed (the request has ended).
+    pub fn on_cleanup<T>(&self, value: T, f: fn(&mut T)) -> bool {
+        struct Cleanup<T> {
+            value: T,
+            f: fn(&mut T),
+        }
+        unsafe extern "C" fn run<T>(data: *mut c_void) {
+            // SAFETY: data is the Cleanup<T> allocated below in the same pool.
+            let c = unsafe { &mut *(data as *mut Cleanup<T>) };
+            (c.f)(&mut c.value);
+            // SAFETY: the value is dropped once, here; the pool frees its memory.
+            unsafe { std::ptr::drop_in_place(&mut c.value) };
+        }
+        use nginx_sys::ngx_pool_cleanup_add;
+        // SAFETY: the cleanup's data is a pool allocation of the right size, written before
+        // the handler can run.
+        unsafe {
+            let cln = ngx_pool_cleanup_add(self.get().pool, std::mem::size_of::<Cleanup<T>>());
+            if cln.is_null() {
+                return false;
+            }
+            std::ptr::write((*cln).data as *mut Cleanup<T>, Cleanup { value, f });
+            (*cln).handler = Some(run::<T>);
+        }
+        true
+    }
+
     /// The request body nginx read (memory and temp-file buffers), up to `max` bytes.
     pub fn request_body(&self, max: usize) -> Option<Vec<u8>> {
         let mut out = Vec::new();
@@ -526,6 +792,28 @@ impl<'a> Req<'a> {
             ChainRead::TooLarge | ChainRead::Unreadable => None,
         }
     }
+}
+
+/// Request headers a revalidation subrequest does not forward: the client's own conditionals
+/// and ranges (the client's answer is computed from the stored entry afterwards).
+const CLIENT_CONDITIONALS: [&[u8]; 6] = [
+    b"if-none-match",
+    b"if-modified-since",
+    b"if-match",
+    b"if-unmodified-since",
+    b"if-range",
+    b"range",
+];
+
+/// How the origin's answer to a subrequest failed, if it did: no answer at all, or a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamAnswer {
+    /// The handler is not an upstream (a static file): the status is its own.
+    Local,
+    /// The upstream answered with a status line.
+    Answered,
+    /// nginx produced the status: the upstream could not be reached or did not answer.
+    NoAnswer,
 }
 
 /// The typed `headers_out` fields a replayed header may have to fill.

@@ -14,34 +14,70 @@ use super::ffi::{bytes, read_chain, ChainRead, Req, Strings, ERROR, OK};
 use super::hit::{variant_headers, RequestCtx};
 use super::lifecycle::store;
 use super::log::{fault_log_allowed, guard};
+use super::revalidate;
 use ngx_http_pagespeed_module::cache::fill::{
     prepare, FillPolicy, Prepared, RequestHead, ResponseHead,
 };
 use ngx_http_pagespeed_module::cache::CacheStatus;
+use ngx_http_pagespeed_module::http::cache_control::NotStored;
 use ngx_http_pagespeed_module::http::url::Url;
 use ngx_http_pagespeed_module::purge;
-use ngx_http_pagespeed_module::store::{Alternate, CommitOutcome, FillTicket, Key, Store};
+use ngx_http_pagespeed_module::store::{
+    Alternate, CommitOutcome, FillTicket, Key, LeaseToken, Release, Store,
+};
 use ngx_http_pagespeed_module::transform::builders::{transformable, Job};
 use ngx_http_pagespeed_module::variant::on_fill;
+
+/// How long requests go to the origin without waiting after a fill found the response not
+/// storable (a hit-for-pass).
+const PASS_MS: u64 = 3000;
 
 /// A miss being filled from the location's own handler.
 pub struct Fill {
     ticket: FillTicket,
     key: Key,
     url: Url,
+    /// The key's lease, when this fill holds it: released when the fill ends.
+    lease: Option<LeaseToken>,
     /// Set by the header filter once the response is known to be storable.
     capture: Option<Capture>,
 }
 
 impl Fill {
-    pub fn new(ticket: FillTicket, key: Key, url: Url) -> Fill {
+    pub fn new(ticket: FillTicket, key: Key, url: Url, lease: Option<LeaseToken>) -> Fill {
         Fill {
             ticket,
             key,
             url,
+            lease,
             capture: None,
         }
     }
+
+    /// Ends the fill's lease: waiters look again (`Done`), or go to the origin (`Pass`).
+    fn release(&mut self, store: &Store, how: Release) {
+        if let Some(t) = self.lease.take() {
+            let _ = store.release_lease(&self.key, t, how);
+        }
+    }
+}
+
+/// What a lease's pool cleanup needs.
+struct HeldLease {
+    key: Key,
+    token: LeaseToken,
+}
+
+/// Releases `token` on `key` when the request ends, whatever happened to it (a client gone, an
+/// upstream error, a fill abandoned): waiters never wait for the full timeout after a failed
+/// fill. Releasing what was already released, or taken over, changes nothing.
+pub fn release_on_cleanup(rq: Req, key: &Key, token: Option<LeaseToken>) {
+    let Some(token) = token else { return };
+    rq.on_cleanup(HeldLease { key: *key, token }, |h: &mut HeldLease| {
+        if let Some(store) = store() {
+            let _ = store.release_lease(&h.key, h.token, Release::Done);
+        }
+    });
 }
 
 /// A storable response on its way to the client: what will be committed, and the body so far.
@@ -72,7 +108,9 @@ extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     guard("the cache header filter", ERROR, || {
         // SAFETY: nginx passes a live request.
         if let Some(rq) = unsafe { Req::from_raw(r) } {
-            decide(rq);
+            if !decide(rq) {
+                return OK;
+            }
         }
         // SAFETY: set once in install, before any request.
         match unsafe { NEXT_HEADER_FILTER } {
@@ -86,6 +124,12 @@ extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -
     guard("the cache body filter", ERROR, || {
         // SAFETY: nginx passes a live request and its output chain.
         if let Some(rq) = unsafe { Req::from_raw(r) } {
+            if let Some(rev) = rq.ctx::<RequestCtx>().and_then(|c| c.revalidation.as_mut()) {
+                // A revalidation's answer is for the cache only: read, never passed on.
+                // SAFETY: the chain is valid for this call.
+                unsafe { revalidate::body(rq, rev, input) };
+                return OK;
+            }
             // SAFETY: the chain is valid for this call.
             unsafe { capture(rq, input) };
         }
@@ -97,15 +141,25 @@ extern "C" fn body_filter(r: *mut ngx_http_request_t, input: *mut ngx_chain_t) -
     })
 }
 
-/// Decides whether the response being sent is stored, and says so in `X-Cache`.
-fn decide(rq: Req) {
-    if !rq.is_main() {
-        return;
-    }
+/// Decides whether the response being sent is stored, and says so in `X-Cache`. False for
+/// a revalidation subrequest's answer, which goes no further.
+fn decide(rq: Req) -> bool {
     let Some(c) = rq.ctx::<RequestCtx>() else {
-        return;
+        return true;
     };
-    if c.status == CacheStatus::Hit {
+    if let Some(rev) = c.revalidation.as_mut() {
+        revalidate::header(rq, rev);
+        return false;
+    }
+    if !rq.is_main() {
+        return true;
+    }
+    decide_main(rq, c);
+    true
+}
+
+fn decide_main(rq: Req, c: &mut RequestCtx) {
+    if c.served.is_some() {
         return;
     }
     let Some(store) = store() else { return };
@@ -117,11 +171,21 @@ fn decide(rq: Req) {
     }
     if let Some(fill) = c.fill.as_mut() {
         match prepare_response(rq, store, fill) {
-            Some(prepared) => {
+            Ok(prepared) => {
                 let body = Vec::with_capacity(prepared.capacity);
                 fill.capture = Some(Capture { prepared, body });
             }
-            None => {
+            Err(why) => {
+                // Requests for the key go to the origin for a while without waiting for one
+                // another (a hit-for-pass), unless only this request kept it from storage.
+                // A 206 or a 304 answers this request's Range or conditionals, not the URL.
+                let request_driven = why.from_request() || matches!(rq.status(), 206 | 304);
+                let how = if request_driven {
+                    Release::Done
+                } else {
+                    Release::Pass { ms: PASS_MS }
+                };
+                fill.release(store, how);
                 c.fill = None;
                 c.status = CacheStatus::Bypass;
             }
@@ -134,10 +198,9 @@ fn decide(rq: Req) {
     let _ = rq.push_header(b"X-Cache", c.status.x_cache().as_bytes(), Strings::Borrowed);
 }
 
-/// What will be committed if the response is storable.
-fn prepare_response(rq: Req, store: &Store, fill: &Fill) -> Option<Prepared> {
-    let lcf = rq.loc_conf();
-    let resp = ResponseHead {
+/// The response as the core's fill rules read it.
+pub fn response_head(rq: Req<'_>) -> ResponseHead<'_> {
+    ResponseHead {
         status: rq.status(),
         headers: rq
             .headers_out()
@@ -146,21 +209,41 @@ fn prepare_response(rq: Req, store: &Store, fill: &Fill) -> Option<Prepared> {
         content_type: rq.content_type(),
         content_length: rq.response_length(),
         last_modified: rq.last_modified(),
-    };
-    let req_cc = rq.header_in("cache-control");
-    let header = |name: &str| rq.header_in(name);
-    let req = RequestHead {
+    }
+}
+
+/// The request as the core's fill rules read it.
+pub fn request_head<'a>(
+    rq: Req,
+    cache_control: Option<&'a [u8]>,
+    header: &'a dyn Fn(&str) -> Option<Vec<u8>>,
+) -> RequestHead<'a> {
+    RequestHead {
         authorization: rq.has_authorization(),
-        cache_control: req_cc.as_deref(),
-        header: &header,
-    };
-    let policy = FillPolicy {
+        cache_control,
+        header,
+    }
+}
+
+/// The location's storage rules.
+pub fn fill_policy<'a>(rq: Req<'a>, store: &Store) -> FillPolicy<'a> {
+    let lcf = rq.loc_conf();
+    FillPolicy {
         statuses: lcf.statuses(),
         default_lifetime: lcf.valid as u64,
         max_object: (lcf.max_object as u64).min(store.max_object()),
-    };
+    }
+}
+
+/// What will be committed if the response is storable.
+fn prepare_response(rq: Req, store: &Store, fill: &Fill) -> Result<Prepared, NotStored> {
+    let resp = response_head(rq);
+    let req_cc = rq.header_in("cache-control");
+    let header = |name: &str| rq.header_in(name);
+    let req = request_head(rq, req_cc.as_deref(), &header);
+    let policy = fill_policy(rq, store);
     let now = nginx_sys::ngx_time() as i64;
-    prepare(&resp, &req, &policy, &fill.url.id(), &store.buckets(), now).ok()
+    prepare(&resp, &req, &policy, &fill.url.id(), &store.buckets(), now)
 }
 
 /// Copies the body as it passes and commits when the last buffer has been seen.
@@ -182,10 +265,16 @@ unsafe fn capture(rq: Req, input: *mut ngx_chain_t) {
     // SAFETY: as the caller promises.
     match unsafe { read_chain(input, max, &mut cap.body) } {
         // Over the size limit or unreadable: this response is not stored.
-        ChainRead::TooLarge | ChainRead::Unreadable => fill.capture = None,
+        ChainRead::TooLarge | ChainRead::Unreadable => {
+            fill.capture = None;
+            if let Some(store) = store() {
+                fill.release(store, Release::Pass { ms: PASS_MS });
+            }
+        }
         ChainRead::Read { last_buf: true, .. } => {
+            let replaces = c.status == CacheStatus::Expired;
             if let (Some(fill), Some(store)) = (c.fill.take(), store()) {
-                commit(rq, store, fill);
+                commit(rq, store, fill, replaces);
             }
         }
         ChainRead::Read { .. } => {}
@@ -207,16 +296,30 @@ fn invalidate(rq: Req, store: &Store, key: &Key, url: &Url) {
     }
 }
 
-fn commit(rq: Req, store: &Store, fill: Fill) {
-    let Some(cap) = fill.capture else { return };
+/// Stores the captured response, then ends the lease. `replaces`: a stale entry existed (a
+/// refill without revalidation): the new original replaces its alternates.
+fn commit(rq: Req, store: &Store, mut fill: Fill, replaces: bool) {
+    let Some(cap) = fill.capture.take() else {
+        fill.release(store, Release::Done);
+        return;
+    };
     let p = &cap.prepared;
+    let meta = p.meta_for(&cap.body);
     let alt = Alternate {
         descriptor: p.descriptor.0,
         scopes: &p.scopes,
-        meta: &p.meta,
+        meta: &meta,
         body: &cap.body,
     };
-    match store.commit(fill.ticket, &fill.key, &alt) {
+    let outcome = if replaces {
+        let spellings = fill.url.tag_spellings();
+        let dependents: Vec<&str> = spellings.iter().map(String::as_str).collect();
+        store.replace(fill.ticket, &fill.key, &fill.url.id(), &dependents, &alt)
+    } else {
+        store.commit(fill.ticket, &fill.key, &alt)
+    };
+    fill.release(store, Release::Done);
+    match outcome {
         CommitOutcome::Stored => {
             let lcf = rq.loc_conf();
             if lcf.build_on_fill == 1 && transformable(p.descriptor) {

@@ -3,7 +3,7 @@
 //! on a miss, and the `$pagespeed_cache_status` variable.
 
 use nginx_sys::{
-    ngx_array_push, ngx_conf_t, ngx_http_add_variable, ngx_http_handler_pt,
+    ngx_array_push, ngx_conf_t, ngx_event_t, ngx_http_add_variable, ngx_http_handler_pt,
     ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_http_request_t, ngx_http_variable_value_t,
     ngx_int_t, ngx_str_t, ngx_uint_t, NGX_HTTP_DELETE, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_PATCH,
     NGX_HTTP_POST, NGX_HTTP_PUT, NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_WARN,
@@ -13,18 +13,27 @@ use ngx::ngx_log_error;
 
 use super::compat::CacheControlLines;
 use super::conf::LocConf;
-use super::ffi::{ReplayedHead, Req, Strings, Typed, DECLINED, ERROR, OK};
-use super::fill::Fill;
+use super::ffi::{arm, ReplayedHead, Req, Strings, Typed, AGAIN, DECLINED, ERROR, OK};
+use super::fill::{self, Fill};
 use super::lifecycle::store;
 use super::log::{fault_log_allowed, guard};
+use super::revalidate::{self, Outcome, Revalidation};
 use super::{admin, builder};
-use ngx_http_pagespeed_module::cache::hit::{split_content_type, usable, Selector, Usable};
+use ngx_http_pagespeed_module::cache::hit::{
+    revalidation_target, split_content_type, usable, Selector, Usable,
+};
+use ngx_http_pagespeed_module::cache::stale::{on_error, while_revalidating, Failure};
 use ngx_http_pagespeed_module::cache::CacheStatus;
 use ngx_http_pagespeed_module::http::meta::MetaView;
 use ngx_http_pagespeed_module::http::url::{custom_key, default_key, split_host, Url};
-use ngx_http_pagespeed_module::store::{Key, Lookup, Sink};
+use ngx_http_pagespeed_module::store::{
+    monotonic_ms, FreshnessCounter, Key, Lease, LeaseRequest, LeaseToken, Lookup, Release, Sink,
+    Store,
+};
 use ngx_http_pagespeed_module::transform::builders::Job;
-use ngx_http_pagespeed_module::variant::{accept_ch, Capabilities, CapabilityHeaders, SourceKind};
+use ngx_http_pagespeed_module::variant::{
+    accept_ch, Capabilities, CapabilityHeaders, Descriptor, SourceKind,
+};
 
 /// A hit: metadata then body, copied into request pool memory by the lookup. The metadata is
 /// read in place (`MetaView`): its strings become the response's headers without a copy.
@@ -35,6 +44,15 @@ pub struct Served {
 }
 
 impl Served {
+    /// A replayed answer (metadata and body) copied into the request's pool.
+    fn copy(rq: Req, meta: &[u8], body: &[u8]) -> Option<Served> {
+        let b = rq.pool_bytes(meta.len() + body.len())?;
+        b[..meta.len()].copy_from_slice(meta);
+        b[meta.len()..].copy_from_slice(body);
+        // SAFETY: pool memory of this request, meta_len within it.
+        Some(unsafe { Served::new(b, meta.len()) })
+    }
+
     /// # Safety
     /// `bytes` must be pool memory of the request whose context this will be stored in (the
     /// context is freed with that pool, so the bytes outlive every read through it), and
@@ -53,12 +71,30 @@ impl Served {
     }
 
     fn meta(&self) -> Option<MetaView<'_>> {
-        MetaView::parse(&self.bytes()[..self.meta_len])
+        MetaView::parse(self.meta_bytes())
+    }
+
+    fn meta_bytes(&self) -> &[u8] {
+        &self.bytes()[..self.meta_len]
     }
 
     fn body(&self) -> &[u8] {
         &self.bytes()[self.meta_len..]
     }
+}
+
+/// Where a request stands in the lookup (PRECONTENT may run several times for one request:
+/// after a wait for another request's fill, and after its own revalidation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Not looked up yet.
+    Start,
+    /// Waiting for another request's fill of the key (its lease), since this time.
+    Waiting { since_ms: u64 },
+    /// Waiting for its own revalidation subrequest.
+    Revalidating,
+    /// Decided: PRECONTENT has nothing more to do.
+    Done,
 }
 
 /// This module's state for one request, in its pool.
@@ -68,15 +104,29 @@ pub struct RequestCtx {
     pub fill: Option<Fill>,
     /// An unsafe method's target: invalidated if the response is not an error (RFC 9111 4.4).
     pub invalidate: Option<(Key, Url)>,
+    pub stage: Stage,
+    /// The stale alternate the first lookup found, kept to be served if the origin fails.
+    pub stale: Option<Served>,
+    /// Its own revalidation's outcome, written by the subrequest.
+    pub outcome: Option<Outcome>,
+    /// Set on a revalidation subrequest: what it checks and collects.
+    pub revalidation: Option<Revalidation>,
+    /// The timer of a wait for another request's fill.
+    wait_timer: Option<*mut ngx_event_t>,
 }
 
 impl RequestCtx {
-    fn new(status: CacheStatus) -> RequestCtx {
+    pub fn new(status: CacheStatus) -> RequestCtx {
         RequestCtx {
             status,
             served: None,
             fill: None,
             invalidate: None,
+            stage: Stage::Start,
+            stale: None,
+            outcome: None,
+            revalidation: None,
+            wait_timer: None,
         }
     }
 }
@@ -241,28 +291,46 @@ fn precontent(rq: Req) -> ngx_int_t {
         admin::take_purge_method(rq);
         return DECLINED;
     }
-    // Subrequests (SSI, mirror, auth_request) neither read nor fill the cache.
-    if lcf.cache != 1 || !rq.is_main() || rq.ctx::<RequestCtx>().is_some() {
+    // Subrequests (SSI, mirror, auth_request, our own revalidations) neither read nor fill.
+    if lcf.cache != 1 || !rq.is_main() {
         return DECLINED;
     }
     let Some(store) = store() else {
         return DECLINED;
     };
-    let method = rq.method();
-    if method != NGX_HTTP_GET && method != NGX_HTTP_HEAD {
-        let mut c = RequestCtx::new(CacheStatus::Bypass);
-        if unsafe_method(method) {
-            c.invalidate = identity(&rq, lcf).map(|(k, id)| (k, id.url()));
+    let ctx = match rq.ctx::<RequestCtx>() {
+        Some(c) if c.stage == Stage::Done => return DECLINED,
+        Some(c) => c,
+        None => {
+            let method = rq.method();
+            if method != NGX_HTTP_GET && method != NGX_HTTP_HEAD {
+                let mut c = RequestCtx::new(CacheStatus::Bypass);
+                c.stage = Stage::Done;
+                if unsafe_method(method) {
+                    c.invalidate = identity(&rq, lcf).map(|(k, id)| (k, id.url()));
+                }
+                rq.set_ctx(c);
+                return DECLINED;
+            }
+            match rq.set_ctx(RequestCtx::new(CacheStatus::Miss)) {
+                Some(c) => c,
+                None => return DECLINED,
+            }
         }
-        rq.set_ctx(c);
-        return DECLINED;
-    }
+    };
     let Some((key, id)) = identity(&rq, lcf) else {
+        ctx.stage = Stage::Done;
         return DECLINED;
     };
+    lookup(rq, store, ctx, key, &id)
+}
+
+/// One lookup round: serve, revalidate, wait for another fill, or fill.
+fn lookup(rq: Req, store: &Store, ctx: &mut RequestCtx, key: Key, id: &Identity) -> ngx_int_t {
+    let lcf = rq.loc_conf();
+    let policy = lcf.variants();
     // One walk over the request headers, borrowing the values this location's policy selects
     // on (a plain cache reads Accept-Encoding only).
-    let policy = lcf.variants();
     let mut hints = CapabilityHeaders::default();
     for h in rq.headers_in() {
         let name = Req::lowercase_name(h);
@@ -276,7 +344,10 @@ fn precontent(rq: Req) -> ngx_int_t {
     let mut sink = PoolSink { rq, reserved: None };
     let found = store.lookup(&key, |d, meta| selector.score(d, meta), &mut sink);
     let now = nginx_sys::ngx_time() as i64;
-    let status = match found {
+    let waited = matches!(ctx.stage, Stage::Waiting { .. });
+    let outcome = ctx.outcome.take();
+    let mut stale = None;
+    match found {
         Lookup::Hit(hit) => {
             let copied = sink.copied();
             let meta = copied.get(..hit.meta_len).and_then(MetaView::parse);
@@ -292,15 +363,33 @@ fn precontent(rq: Req) -> ngx_int_t {
                             url: String::from_utf8_lossy(id.uri).into_owned(),
                         });
                     }
-                    let mut c = RequestCtx::new(CacheStatus::Hit);
+                    let status = match &outcome {
+                        Some(Outcome::Unchanged) => CacheStatus::Revalidated,
+                        Some(Outcome::Changed) => CacheStatus::Expired,
+                        _ if waited => {
+                            store.count_freshness(FreshnessCounter::Collapsed);
+                            CacheStatus::Collapsed
+                        }
+                        _ => CacheStatus::Hit,
+                    };
                     // SAFETY: the sink copied into this request's pool; meta_len is within.
-                    c.served = Some(unsafe { Served::new(copied, hit.meta_len) });
-                    if rq.set_ctx(c).is_some() {
-                        rq.take_content_phase(serve_handler);
-                    }
-                    return DECLINED;
+                    return serve_now(
+                        rq,
+                        ctx,
+                        unsafe { Served::new(copied, hit.meta_len) },
+                        status,
+                    );
                 }
-                Usable::Refill(s) => s,
+                Usable::Stale(_) => {
+                    // SAFETY: as above.
+                    let copy = unsafe { Served::new(copied, hit.meta_len) };
+                    if matches!(outcome, Some(Outcome::Unchanged)) {
+                        // Confirmed by the origin just now, but with no freshness left (its
+                        // answer gave none): serve it, the next request revalidates again.
+                        return serve_now(rq, ctx, copy, CacheStatus::Revalidated);
+                    }
+                    stale = Some((Descriptor(hit.descriptor), copy));
+                }
                 Usable::Undecodable => {
                     if fault_log_allowed() {
                         ngx_log_error!(
@@ -309,11 +398,10 @@ fn precontent(rq: Req) -> ngx_int_t {
                             "pagespeed cache: undecodable entry metadata, treated as a miss"
                         );
                     }
-                    CacheStatus::Miss
                 }
             }
         }
-        Lookup::Miss => CacheStatus::Miss,
+        Lookup::Miss => {}
         Lookup::Fault(f) => {
             if fault_log_allowed() {
                 ngx_log_error!(
@@ -322,16 +410,271 @@ fn precontent(rq: Req) -> ngx_int_t {
                     "pagespeed cache: {f}; serving from origin"
                 );
             }
-            CacheStatus::Miss
+        }
+    }
+    if let Some(Outcome::Answer { failure, replay }) = outcome {
+        return answered(rq, store, ctx, failure, replay);
+    }
+    let stale_found = stale.map(|(d, copy)| {
+        ctx.stale = Some(copy);
+        d
+    });
+    // Whether the next request may wait for, or run, a fill: the lease.
+    let scope = store.buckets().scopes_for(&id.url().id(), &[]);
+    let lease = if lcf.lock == 1 {
+        let req = LeaseRequest::new(&scope, lcf.lock_timeout as u64);
+        match store.lease(&key, &req) {
+            Ok(l) => l,
+            Err(_) => Lease::Unavailable,
+        }
+    } else {
+        Lease::Unavailable
+    };
+    let token = match lease {
+        Lease::Acquired(t) => Some(t),
+        Lease::Unavailable => None,
+        Lease::Pass => return origin_only(rq, ctx, CacheStatus::Bypass),
+        Lease::Held => {
+            if let (Some(_), Some(m)) = (stale_found, ctx.stale.as_ref().and_then(Served::meta)) {
+                if while_revalidating(&lcf.use_stale(), &m, now) {
+                    store.count_freshness(FreshnessCounter::StaleUpdating);
+                    let copy = ctx.stale.take().expect("a stale copy");
+                    return serve_now(rq, ctx, copy, CacheStatus::Updating);
+                }
+            }
+            return wait(rq, store, ctx);
         }
     };
-    let mut c = RequestCtx::new(status);
-    // Only GET fills: a HEAD response has no body to store.
-    if method == NGX_HTTP_GET {
-        c.fill = Some(Fill::new(store.begin_fill(), key, id.url()));
+    if let Some(found) = stale_found {
+        if lcf.revalidate == 1 {
+            return revalidate(rq, store, ctx, key, id, found, token, now);
+        }
     }
-    rq.set_ctx(c);
+    // A miss (or revalidation off): this request fills, streaming to its client.
+    ctx.status = if ctx.stale.is_some() {
+        CacheStatus::Expired
+    } else {
+        CacheStatus::Miss
+    };
+    ctx.stage = Stage::Done;
+    // Only GET fills: a HEAD response has no body to store.
+    if rq.method() == NGX_HTTP_GET {
+        let fill = Fill::new(store.begin_fill(), key, id.url(), token);
+        if token.is_some() {
+            fill::release_on_cleanup(rq, &key, token);
+        }
+        ctx.fill = Some(fill);
+    } else if let Some(t) = token {
+        let _ = store.release_lease(&key, t, Release::Done);
+    }
     DECLINED
+}
+
+/// Starts the revalidation of a stale entry: in the background while the stale copy is served
+/// (stale-while-revalidate, `use_stale updating`), or in the foreground while this request
+/// waits for it.
+#[allow(clippy::too_many_arguments)]
+fn revalidate(
+    rq: Req,
+    store: &Store,
+    ctx: &mut RequestCtx,
+    key: Key,
+    id: &Identity,
+    found: Descriptor,
+    token: Option<LeaseToken>,
+    now: i64,
+) -> ngx_int_t {
+    let lcf = rq.loc_conf();
+    let target = revalidation_target(found);
+    let original = if target == found {
+        ctx.stale.as_ref().map(|s| s.meta_bytes().to_vec())
+    } else {
+        store
+            .stored_meta(&key, target.0)
+            .ok()
+            .flatten()
+            .map(|(_, m)| m)
+    };
+    let Some(original) = original else {
+        // The source a variant was built from is gone: fill it afresh.
+        ctx.status = CacheStatus::Expired;
+        ctx.stage = Stage::Done;
+        if rq.method() == NGX_HTTP_GET {
+            ctx.fill = Some(Fill::new(store.begin_fill(), key, id.url(), token));
+            if token.is_some() {
+                fill::release_on_cleanup(rq, &key, token);
+            }
+        } else if let Some(t) = token {
+            let _ = store.release_lease(&key, t, Release::Done);
+        }
+        return DECLINED;
+    };
+    let background = ctx
+        .stale
+        .as_ref()
+        .and_then(Served::meta)
+        .is_some_and(|m| while_revalidating(&lcf.use_stale(), &m, now));
+    let report = if background {
+        std::ptr::null_mut()
+    } else {
+        &mut ctx.outcome as *mut Option<Outcome>
+    };
+    if token.is_some() {
+        fill::release_on_cleanup(rq, &key, token);
+    }
+    if !revalidate::start(
+        rq,
+        store,
+        None,
+        background,
+        key,
+        id.url(),
+        target,
+        original,
+        token,
+        report,
+    ) {
+        if let Some(t) = token {
+            let _ = store.release_lease(&key, t, Release::Done);
+        }
+        return origin_only(rq, ctx, CacheStatus::Expired);
+    }
+    if background {
+        store.count_freshness(FreshnessCounter::StaleUpdating);
+        let copy = ctx.stale.take().expect("a stale copy");
+        return serve_now(rq, ctx, copy, CacheStatus::Updating);
+    }
+    ctx.stage = Stage::Revalidating;
+    AGAIN
+}
+
+/// The revalidation's answer was not about the stored bytes (an error, a redirect, or not
+/// storable): the stale copy if the stale rules allow it, else the answer itself, else the
+/// origin once more.
+fn answered(
+    rq: Req,
+    store: &Store,
+    ctx: &mut RequestCtx,
+    failure: Option<Failure>,
+    replay: Option<(Vec<u8>, Vec<u8>)>,
+) -> ngx_int_t {
+    let now = nginx_sys::ngx_time() as i64;
+    if let (Some(f), Some(m)) = (failure, ctx.stale.as_ref().and_then(Served::meta)) {
+        if on_error(&rq.loc_conf().use_stale(), &m, now, f) {
+            store.count_freshness(FreshnessCounter::StaleOnError);
+            if fault_log_allowed() {
+                ngx_log_error!(
+                    NGX_LOG_WARN,
+                    rq.log(),
+                    "pagespeed cache: the origin failed ({f:?}); serving the stale entry"
+                );
+            }
+            let copy = ctx.stale.take().expect("a stale copy");
+            return serve_now(rq, ctx, copy, CacheStatus::Stale);
+        }
+    }
+    match replay.and_then(|(meta, body)| Served::copy(rq, &meta, &body)) {
+        Some(s) => serve_now(rq, ctx, s, CacheStatus::Bypass),
+        None => origin_only(rq, ctx, CacheStatus::Bypass),
+    }
+}
+
+/// Sends this request to the location's own handler without storing what it gets.
+fn origin_only(rq: Req, ctx: &mut RequestCtx, status: CacheStatus) -> ngx_int_t {
+    let _ = rq;
+    ctx.status = status;
+    ctx.stage = Stage::Done;
+    ctx.fill = None;
+    DECLINED
+}
+
+fn serve_now(rq: Req, ctx: &mut RequestCtx, s: Served, status: CacheStatus) -> ngx_int_t {
+    ctx.status = status;
+    ctx.stage = Stage::Done;
+    ctx.served = Some(s);
+    rq.take_content_phase(serve_handler);
+    DECLINED
+}
+
+/// Waits for another request's fill of the key: polled from a timer (no event loop is
+/// blocked; nginx has no cross-worker wake-up), a millisecond at first, a few later. Past the
+/// lock timeout the request goes to the origin without storing.
+fn wait(rq: Req, store: &Store, ctx: &mut RequestCtx) -> ngx_int_t {
+    let now = monotonic_ms();
+    let since = match ctx.stage {
+        Stage::Waiting { since_ms } => since_ms,
+        _ => now,
+    };
+    let lcf = rq.loc_conf();
+    if now.saturating_sub(since) >= lcf.lock_timeout as u64 {
+        store.count_freshness(FreshnessCounter::LockTimeouts);
+        return origin_only(rq, ctx, CacheStatus::Bypass);
+    }
+    let ev = match ctx.wait_timer {
+        Some(ev) => ev,
+        None => match rq.timer_event(wait_timer) {
+            Some(ev) => {
+                ctx.wait_timer = Some(ev);
+                ev
+            }
+            None => return origin_only(rq, ctx, CacheStatus::Bypass),
+        },
+    };
+    ctx.stage = Stage::Waiting { since_ms: since };
+    let waited = now - since;
+    let step = if waited < 10 {
+        1
+    } else if waited < 50 {
+        2
+    } else {
+        4
+    };
+    rq.block(true);
+    // SAFETY: the event was made by timer_event for this live request.
+    unsafe { arm(ev, step) };
+    AGAIN
+}
+
+/// A waiting request's timer: look again whether the fill it waits for is done (its lease
+/// gone), and if so run its lookup again.
+unsafe extern "C" fn wait_timer(ev: *mut ngx_event_t) {
+    guard("a wait for another fill", (), || {
+        // SAFETY: the event's data is the request timer_event made it for, still live (the
+        // request's pool cleanup deletes the timer before the request goes).
+        let Some(rq) = (unsafe { Req::from_raw((*ev).data as *mut ngx_http_request_t) }) else {
+            return;
+        };
+        rq.block(false);
+        let (Some(store), Some(ctx)) = (store(), rq.ctx::<RequestCtx>()) else {
+            return;
+        };
+        let lcf = rq.loc_conf();
+        let held = identity(&rq, lcf).is_some_and(|(key, id)| {
+            let scope = store.buckets().scopes_for(&id.url().id(), &[]);
+            let req = LeaseRequest::new(&scope, lcf.lock_timeout as u64);
+            matches!(store.lease_state(&key, &req), Ok(Lease::Held))
+        });
+        if held {
+            let Stage::Waiting { since_ms } = ctx.stage else {
+                return;
+            };
+            if monotonic_ms().saturating_sub(since_ms) < lcf.lock_timeout as u64 {
+                let waited = monotonic_ms() - since_ms;
+                let step = if waited < 10 {
+                    1
+                } else if waited < 50 {
+                    2
+                } else {
+                    4
+                };
+                rq.block(true);
+                // SAFETY: ev is this request's timer event.
+                unsafe { arm(ev, step) };
+                return;
+            }
+        }
+        rq.resume();
+    })
 }
 
 extern "C" fn serve_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -348,7 +691,11 @@ extern "C" fn serve_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 /// `Age`, then the body. Conditional requests (304), HEAD and Range (206) are handled by
 /// nginx's own filters below, from the validators and body set here.
 fn serve(rq: Req) -> ngx_int_t {
-    let Some(s) = rq.ctx::<RequestCtx>().and_then(|c| c.served.as_ref()) else {
+    let Some(c) = rq.ctx::<RequestCtx>() else {
+        return ERROR;
+    };
+    let status = c.status;
+    let Some(s) = c.served.as_ref() else {
         return ERROR;
     };
     let rc = rq.discard_body();
@@ -401,11 +748,7 @@ fn serve(rq: Req) -> ngx_int_t {
     let mut age = itoa::Buffer::new();
     let age = age.format(m.age_at(nginx_sys::ngx_time() as i64));
     if rq
-        .push_header(
-            b"X-Cache",
-            CacheStatus::Hit.x_cache().as_bytes(),
-            Strings::Borrowed,
-        )
+        .push_header(b"X-Cache", status.x_cache().as_bytes(), Strings::Borrowed)
         .is_none()
         || rq
             .push_header(b"Age", age.as_bytes(), Strings::Copy)

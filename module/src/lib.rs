@@ -15,14 +15,15 @@ mod fill;
 mod hit;
 mod lifecycle;
 mod log;
+mod revalidate;
 
 use std::ffi::{c_char, c_void, CStr};
 use std::mem::offset_of;
 use std::ptr::{addr_of, addr_of_mut, null_mut};
 
 use nginx_sys::{
-    ngx_command_t, ngx_conf_set_flag_slot, ngx_conf_set_sec_slot, ngx_conf_set_size_slot,
-    ngx_conf_set_str_slot, ngx_conf_t, ngx_cycle_t, ngx_http_module_t,
+    ngx_command_t, ngx_conf_set_flag_slot, ngx_conf_set_msec_slot, ngx_conf_set_sec_slot,
+    ngx_conf_set_size_slot, ngx_conf_set_str_slot, ngx_conf_t, ngx_cycle_t, ngx_http_module_t,
     ngx_http_set_complex_value_slot, ngx_int_t, ngx_module_t, ngx_str_t, ngx_uint_t,
     NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE123,
     NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
@@ -32,7 +33,7 @@ use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
 use conf::{
     set_build_queue, set_build_threads, set_cache_path, set_purge_allow_origin, set_purge_location,
-    set_purge_method, set_status_location, set_statuses, set_variants,
+    set_purge_method, set_status_location, set_statuses, set_use_stale, set_variants,
 };
 pub use conf::{LocConf, MainConf};
 use ffi::{ERROR, OK};
@@ -109,13 +110,17 @@ const MAIN: usize = NGX_HTTP_MAIN_CONF_OFFSET;
 
 /// The directives (README "Configuration" describes each).
 #[rustfmt::skip]
-static mut NGX_HTTP_PAGESPEED_COMMANDS: [ngx_command_t; 16] = [
+static mut NGX_HTTP_PAGESPEED_COMMANDS: [ngx_command_t; 20] = [
     command(c"pagespeed_cache_path", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE123, set_cache_path, MAIN, 0),
     command(c"pagespeed_cache", ANY | NGX_CONF_FLAG, ngx_conf_set_flag_slot, LOC, offset_of!(LocConf, cache)),
     command(c"pagespeed_cache_key", ANY | NGX_CONF_TAKE1, ngx_http_set_complex_value_slot, LOC, offset_of!(LocConf, key)),
     command(c"pagespeed_cache_valid", ANY | NGX_CONF_TAKE1, ngx_conf_set_sec_slot, LOC, offset_of!(LocConf, valid)),
     command(c"pagespeed_cache_max_object_size", ANY | NGX_CONF_TAKE1, ngx_conf_set_size_slot, LOC, offset_of!(LocConf, max_object)),
     command(c"pagespeed_cache_statuses", ANY | NGX_CONF_1MORE, set_statuses, LOC, 0),
+    command(c"pagespeed_cache_revalidate", ANY | NGX_CONF_FLAG, ngx_conf_set_flag_slot, LOC, offset_of!(LocConf, revalidate)),
+    command(c"pagespeed_cache_lock", ANY | NGX_CONF_FLAG, ngx_conf_set_flag_slot, LOC, offset_of!(LocConf, lock)),
+    command(c"pagespeed_cache_lock_timeout", ANY | NGX_CONF_TAKE1, ngx_conf_set_msec_slot, LOC, offset_of!(LocConf, lock_timeout)),
+    command(c"pagespeed_cache_use_stale", ANY | NGX_CONF_1MORE, set_use_stale, LOC, 0),
     command(c"pagespeed_purge_method", ANY | NGX_CONF_TAKE1, set_purge_method, LOC, 0),
     command(c"pagespeed_purge_token", ANY | NGX_CONF_TAKE1, ngx_conf_set_str_slot, LOC, offset_of!(LocConf, purge_token)),
     command(c"pagespeed_purge_allow_origin", ANY | NGX_CONF_1MORE, set_purge_allow_origin, LOC, 0),

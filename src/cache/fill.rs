@@ -47,7 +47,8 @@ pub struct Prepared {
     pub descriptor: Descriptor,
     /// What the original is (from its Content-Type): decides which variants it gets.
     pub kind: SourceKind,
-    pub meta: Vec<u8>,
+    /// Its metadata; the body's digest is added when the body is complete (`meta_for`).
+    pub meta: StoredMeta,
     pub scopes: ScopeSet,
     /// Bytes to reserve for the body (its announced length, within the limit).
     pub capacity: usize,
@@ -132,11 +133,13 @@ pub fn prepare(
         age: facts.age.min(u32::MAX as u64) as u32,
         content_type: resp.content_type.to_vec(),
         source_type: Vec::new(),
+        digest: [0; 16],
         headers: replay,
         vary,
     };
     let descriptor = Descriptor::original(encoding, vary_hash(&meta.vary));
-    let meta = meta.encode().ok_or(NotStored::HeadersTooLarge)?;
+    // Refused now, not at commit, if a header cannot be encoded.
+    meta.encode().ok_or(NotStored::HeadersTooLarge)?;
     let tag_refs: Vec<&str> = tags.iter().map(String::as_str).collect();
     Ok(Prepared {
         descriptor,
@@ -146,6 +149,16 @@ pub fn prepare(
         capacity: resp.content_length.unwrap_or(0).min(policy.max_object) as usize,
         max_body: policy.max_object,
     })
+}
+
+impl Prepared {
+    /// The encoded metadata for the complete body (with its digest).
+    pub fn meta_for(&self, body: &[u8]) -> Vec<u8> {
+        let mut m = self.meta.clone();
+        m.digest = super::revalidate::digest(body);
+        // prepare() checked that it encodes; the digest is fixed-size.
+        m.encode().unwrap_or_default()
+    }
 }
 
 /// The 16-bit hash that files an origin-`Vary` alternate (None without such values).
@@ -256,7 +269,8 @@ mod tests {
             &none,
         )
         .unwrap();
-        let m = MetaView::parse(&p.meta).unwrap();
+        let meta = p.meta_for(b"0123456789");
+        let m = MetaView::parse(&meta).unwrap();
         assert_eq!(
             (m.stored_at, m.expires_at, m.last_modified),
             (5000, 5060, 1000)
@@ -267,6 +281,7 @@ mod tests {
         assert_eq!(p.capacity, 10);
         assert_eq!(p.scopes.tags.len(), 2);
         assert_eq!(p.descriptor, Descriptor::original(Encoding::Identity, None));
+        assert_eq!(m.digest, crate::cache::revalidate::digest(b"0123456789"));
     }
 
     #[test]

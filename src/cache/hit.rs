@@ -2,7 +2,7 @@
 //! origin's own `Vary` values), whether what was found is usable now, and which variant to
 //! build for the client when the best one for it is not stored yet.
 
-use super::CacheStatus;
+use super::stale::Staleness;
 use crate::http::meta::{MetaView, StoredMeta};
 use crate::store::{Hit, PurgeState, MAX_ALTERNATES};
 use crate::variant::{score, wanted, Capabilities, Descriptor, SourceKind, VariantPolicy};
@@ -71,8 +71,8 @@ impl<'a> Selector<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Usable {
     Fresh,
-    /// Not servable as is: refilled, with this status.
-    Refill(CacheStatus),
+    /// Not servable as is (unless the stale rules allow it): revalidated.
+    Stale(Staleness),
     /// The metadata does not decode: a fault, refilled as a miss.
     Undecodable,
 }
@@ -80,9 +80,22 @@ pub enum Usable {
 pub fn usable(hit: &Hit, meta: Option<&MetaView>, now: i64) -> Usable {
     match meta {
         None => Usable::Undecodable,
-        Some(_) if hit.purge_state == PurgeState::SoftPurged => Usable::Refill(CacheStatus::Stale),
+        Some(_) if hit.purge_state == PurgeState::SoftPurged => {
+            Usable::Stale(Staleness::SoftPurged)
+        }
         Some(m) if now < m.expires_at => Usable::Fresh,
-        Some(_) => Usable::Refill(CacheStatus::Expired),
+        Some(_) => Usable::Stale(Staleness::Expired),
+    }
+}
+
+/// The stored original a stale alternate is revalidated through: itself if it is an original
+/// (origin-encoded or origin-varied ones stand alone), else the original variants are built
+/// from.
+pub fn revalidation_target(found: Descriptor) -> Descriptor {
+    if found.is_original() {
+        found
+    } else {
+        Descriptor::SOURCE
     }
 }
 
@@ -126,6 +139,26 @@ mod tests {
     fn caps(accept: &str) -> Capabilities {
         let a = accept.as_bytes().to_vec();
         Capabilities::from_request(&move |n: &str| (n == "accept").then(|| a.clone()))
+    }
+
+    #[test]
+    fn stale_variants_are_revalidated_through_their_source() {
+        let webp = Descriptor::variant(
+            Format::Webp,
+            Viewport::Original,
+            Density::X1,
+            false,
+            Encoding::Identity,
+        );
+        assert_eq!(revalidation_target(webp), Descriptor::SOURCE);
+        let gz = Descriptor::original(Encoding::Gzip, None);
+        assert_eq!(
+            revalidation_target(gz),
+            gz,
+            "an origin-encoded original stands alone"
+        );
+        let varied = Descriptor::original(Encoding::Identity, Some(7));
+        assert_eq!(revalidation_target(varied), varied);
     }
 
     #[test]
@@ -212,11 +245,11 @@ mod tests {
         );
         assert_eq!(
             usable(&hit(PurgeState::Current), Some(&m), 100),
-            Usable::Refill(CacheStatus::Expired)
+            Usable::Stale(Staleness::Expired)
         );
         assert_eq!(
             usable(&hit(PurgeState::SoftPurged), Some(&m), 0),
-            Usable::Refill(CacheStatus::Stale)
+            Usable::Stale(Staleness::SoftPurged)
         );
         assert_eq!(
             usable(&hit(PurgeState::Current), None, 0),

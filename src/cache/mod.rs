@@ -4,17 +4,30 @@
 
 pub mod fill;
 pub mod hit;
+pub mod revalidate;
+pub mod stale;
 
 /// What the cache did for a request: `$pagespeed_cache_status` and `X-Cache` say this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
+    /// Served a fresh entry.
     Hit,
+    /// Nothing was stored: filled from the origin.
     Miss,
-    /// Found, but past its freshness lifetime: refilled from the origin.
+    /// The entry was stale (expired or soft-purged) and the origin had other bytes: the new
+    /// ones were served and stored, the old alternates dropped.
     Expired,
-    /// Found, but soft-purged: refilled from the origin.
+    /// The entry was stale and the origin confirmed it unchanged (a 304, or the same bytes):
+    /// served from the cache, every alternate kept.
+    Revalidated,
+    /// A stale entry served at once while one revalidation of it runs.
+    Updating,
+    /// A stale entry served because its refill failed (stale-if-error).
     Stale,
-    /// Not looked up (a method that does not read the cache) or not storable.
+    /// Served the fill another request made while this one waited for it.
+    Collapsed,
+    /// Not looked up (a method that does not read the cache), not storable, or sent to the
+    /// origin past the lock timeout.
     Bypass,
 }
 
@@ -24,17 +37,24 @@ impl CacheStatus {
             CacheStatus::Hit => "HIT",
             CacheStatus::Miss => "MISS",
             CacheStatus::Expired => "EXPIRED",
+            CacheStatus::Revalidated => "REVALIDATED",
+            CacheStatus::Updating => "UPDATING",
             CacheStatus::Stale => "STALE",
+            CacheStatus::Collapsed => "COLLAPSED",
             CacheStatus::Bypass => "BYPASS",
         }
     }
 
-    /// `X-Cache` only says whether the bytes came from the cache.
+    /// `X-Cache` says where the bytes came from: the cache (`HIT`), the cache after the
+    /// origin confirmed them (`REVALIDATED`), the cache while stale (`STALE`), the origin
+    /// (`MISS`), or past the cache (`BYPASS`).
     pub fn x_cache(self) -> &'static str {
         match self {
-            CacheStatus::Hit => "HIT",
+            CacheStatus::Hit | CacheStatus::Collapsed => "HIT",
+            CacheStatus::Revalidated => "REVALIDATED",
+            CacheStatus::Updating | CacheStatus::Stale => "STALE",
             CacheStatus::Bypass => "BYPASS",
-            _ => "MISS",
+            CacheStatus::Miss | CacheStatus::Expired => "MISS",
         }
     }
 }

@@ -10,6 +10,10 @@ pub struct CacheControl {
     pub must_revalidate: bool,
     pub max_age: Option<u64>,
     pub s_maxage: Option<u64>,
+    /// RFC 5861: seconds past expiry a stale response may be served while it is revalidated,
+    /// and while the origin errs.
+    pub stale_while_revalidate: Option<u64>,
+    pub stale_if_error: Option<u64>,
 }
 
 impl CacheControl {
@@ -36,6 +40,8 @@ impl CacheControl {
                     "must-revalidate" | "proxy-revalidate" => cc.must_revalidate = true,
                     "max-age" => cc.max_age = Some(cc.max_age.map_or(secs(), |m| m.min(secs()))),
                     "s-maxage" => cc.s_maxage = Some(cc.s_maxage.map_or(secs(), |m| m.min(secs()))),
+                    "stale-while-revalidate" => cc.stale_while_revalidate = Some(secs()),
+                    "stale-if-error" => cc.stale_if_error = Some(secs()),
                     _ => {}
                 }
             }
@@ -68,6 +74,8 @@ fn split_directives(s: &str) -> Vec<&str> {
 pub enum NotStored {
     Status,
     NoStore,
+    /// The request said `Cache-Control: no-store` (the response may well be storable).
+    RequestNoStore,
     Private,
     NoCache,
     SetCookie,
@@ -82,10 +90,17 @@ pub enum NotStored {
 }
 
 impl NotStored {
+    /// Whether the refusal comes from the request, not the response: another request for
+    /// the same URL may well store it (no hit-for-pass).
+    pub fn from_request(self) -> bool {
+        matches!(self, NotStored::RequestNoStore | NotStored::Authorization)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             NotStored::Status => "status",
             NotStored::NoStore => "no-store",
+            NotStored::RequestNoStore => "request-no-store",
             NotStored::Private => "private",
             NotStored::NoCache => "no-cache",
             NotStored::SetCookie => "set-cookie",
@@ -130,8 +145,11 @@ pub fn storable(
     if !statuses.contains(&f.status) {
         return Err(NotStored::Status);
     }
-    if cc.no_store || f.request_no_store {
+    if cc.no_store {
         return Err(NotStored::NoStore);
+    }
+    if f.request_no_store {
+        return Err(NotStored::RequestNoStore);
     }
     if cc.private {
         return Err(NotStored::Private);
@@ -168,6 +186,12 @@ pub fn storable(
         return Err(NotStored::ZeroLifetime);
     }
     Ok(lifetime)
+}
+
+/// Formats unix seconds as an HTTP date (IMF-fixdate), e.g. for `If-Modified-Since`.
+pub fn format_http_date(secs: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
+    httpdate::fmt_http_date(t)
 }
 
 /// Parses an HTTP date; None if malformed.
@@ -244,7 +268,7 @@ mod tests {
         assert_eq!(r(&f), Err(NotStored::TooLarge));
         let mut f = facts("");
         f.request_no_store = true;
-        assert_eq!(r(&f), Err(NotStored::NoStore));
+        assert_eq!(r(&f), Err(NotStored::RequestNoStore));
         let mut f = facts("");
         f.expires = Some(0);
         f.date = Some(100);
@@ -265,6 +289,17 @@ mod tests {
             f.request_authorization = true;
             assert!(storable(&f, OK, 100, 60, 0).is_ok(), "{cc}");
         }
+    }
+
+    #[test]
+    fn stale_extensions_are_read() {
+        let cc =
+            CacheControl::parse(&[b"max-age=60, stale-while-revalidate=30, stale-if-error=300"]);
+        assert_eq!(
+            (cc.stale_while_revalidate, cc.stale_if_error),
+            (Some(30), Some(300))
+        );
+        assert_eq!(format_http_date(60), "Thu, 01 Jan 1970 00:01:00 GMT");
     }
 
     #[test]

@@ -2,10 +2,10 @@
 //!
 //! Layout (little endian): `version u8 | n_vary u8 | (name, value)*n_vary | status u16 |
 //! stored_at i64 | expires_at i64 | last_modified i64 | age u32 | content_type | source_type |
-//! n_headers u16 | (name, value)*n_headers`, strings as `u16 length | bytes`. The Vary section
+//! digest [u8; 16] | n_headers u16 | (name, value)*n_headers`, strings as `u16 length | bytes`. The Vary section
 //! comes first so alternate selection reads it without decoding the rest.
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredMeta {
@@ -24,6 +24,10 @@ pub struct StoredMeta {
     /// original): what a response varies on and what is built for a client follow the
     /// original's kind, whatever type the served alternate has.
     pub source_type: Vec<u8>,
+    /// The first 16 bytes of the blake3 digest of the original's body (zero when unknown): a
+    /// revalidation whose 200 carries the same bytes counts as unchanged. Variants keep their
+    /// original's.
+    pub digest: [u8; 16],
     /// End-to-end response headers replayed on a hit, in origin order (ETag,
     /// Content-Encoding, Cache-Control, Location, Vary, Link, ...).
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
@@ -85,6 +89,7 @@ impl StoredMeta {
         out.extend_from_slice(&self.age.to_le_bytes());
         put_str(&mut out, &self.content_type)?;
         put_str(&mut out, &self.source_type)?;
+        out.extend_from_slice(&self.digest);
         out.extend_from_slice(&u16::try_from(self.headers.len()).ok()?.to_le_bytes());
         for (n, v) in &self.headers {
             put_str(&mut out, n)?;
@@ -112,6 +117,7 @@ impl StoredMeta {
             age: v.age,
             content_type: v.content_type.to_vec(),
             source_type: v.own_source_type.to_vec(),
+            digest: v.digest,
             headers: v.headers().map(|(n, v)| (n.to_vec(), v.to_vec())).collect(),
         })
     }
@@ -159,6 +165,7 @@ pub struct MetaView<'a> {
     pub age: u32,
     pub content_type: &'a [u8],
     own_source_type: &'a [u8],
+    pub digest: [u8; 16],
     n_headers: u16,
     headers: &'a [u8],
 }
@@ -181,6 +188,7 @@ impl<'a> MetaView<'a> {
         let age = r.u32()?;
         let content_type = r.str()?;
         let own_source_type = r.str()?;
+        let digest: [u8; 16] = r.take(16)?.try_into().ok()?;
         let n_headers = r.u16()?;
         let headers = r.b;
         for _ in 0..n_headers {
@@ -195,6 +203,7 @@ impl<'a> MetaView<'a> {
             age,
             content_type,
             own_source_type,
+            digest,
             n_headers,
             headers,
         })
@@ -207,6 +216,13 @@ impl<'a> MetaView<'a> {
         } else {
             self.own_source_type
         }
+    }
+
+    /// The stored `ETag`, if any (a validator for revalidation).
+    pub fn etag(&self) -> Option<&'a [u8]> {
+        self.headers()
+            .find(|(n, _)| n.eq_ignore_ascii_case(b"etag"))
+            .map(|(_, v)| v)
     }
 
     /// The replayed headers, in origin order.
@@ -253,6 +269,7 @@ mod tests {
             age: 3,
             content_type: b"text/css".to_vec(),
             source_type: Vec::new(),
+            digest: [7; 16],
             headers: vec![(b"ETag".to_vec(), b"\"abc\"".to_vec())],
         }
     }

@@ -8,7 +8,8 @@
 //! 4096         purge tables: url hard, url soft, prefix hard, prefix soft, tag hard, tag soft
 //!              (each `slots` x u64 "clock value of the last purge of this hash bucket")
 //! shards_off   shard 0 .. shard N-1, each `shard_bytes` long and page aligned:
-//!                ShardHeader (256 B) | IndexSlot x index_slots | arena (record ring)
+//!                ShardHeader (256 B) | LeaseSlot x LEASES_PER_SHARD | IndexSlot x index_slots
+//!                | arena (record ring)
 //! ```
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -18,7 +19,7 @@ use super::lock::RobustMutex;
 /// Identifies our files; a file without it is never interpreted.
 pub const MAGIC: [u8; 8] = *b"NGXPSVC\0";
 /// Bumped whenever any `#[repr(C)]` structure or record encoding changes meaning.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 pub const PAGE: u64 = 4096;
 pub const HEADER_BYTES: u64 = PAGE;
 pub const SHARD_HEADER_BYTES: u64 = 256;
@@ -34,6 +35,11 @@ pub const TARGET_SHARD_BYTES: u64 = 8 << 20;
 /// A shard holds at least this many objects of `max_object` bytes: FIFO eviction needs room
 /// to rotate, so one object never takes more than this share of a shard's arena.
 pub const OBJECTS_PER_SHARD: u64 = 4;
+/// Fills in flight at once per shard that can hold a lease (more fill without one: an extra
+/// origin fetch, never a wrong byte).
+pub const LEASES_PER_SHARD: u64 = 64;
+/// Bytes of one lease slot.
+pub const LEASE_SLOT_BYTES: u64 = std::mem::size_of::<LeaseSlot>() as u64;
 /// Bytes of one key index slot.
 pub const INDEX_SLOT_BYTES: u64 = std::mem::size_of::<IndexSlot>() as u64;
 /// Index slots are provisioned one per this many arena bytes (objects average above it).
@@ -72,6 +78,9 @@ pub struct SegmentHeader {
     pub purge_counters: [AtomicU64; 8],
     /// Variant builder counters (see `stats::BuildCounter`), updated by builder threads.
     pub build_counters: [AtomicU64; 8],
+    /// Revalidation, collapsed-forwarding and stale-serving counters (see
+    /// `stats::FreshnessCounter`), updated by workers with atomic increments.
+    pub freshness_counters: [AtomicU64; 8],
 }
 
 /// Per-shard header. Ring and gauge fields are written only under `lock`; they are atomics so
@@ -93,6 +102,29 @@ pub struct ShardHeader {
     pub counters: [AtomicU64; 16],
 }
 
+/// "A fill (or revalidation) of this key is in flight": taken and released under the shard's
+/// lock, read by waiters in any process. `key_lo == 0 && key_hi == 0` marks a free slot.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct LeaseSlot {
+    /// The first 16 bytes of the key (two keys sharing them would share a lease: an extra
+    /// wait, never a wrong byte).
+    pub key_lo: u64,
+    pub key_hi: u64,
+    /// The purge clock when the lease was taken: a purge covering the key since ends it.
+    pub ticket: u64,
+    /// CLOCK_MONOTONIC milliseconds (the same clock in every process) after which the lease
+    /// has expired whatever its owner does.
+    pub deadline_ms: u64,
+    /// Unique per lease taken (owner pid in the high half): what its release names.
+    pub token: u64,
+    /// The owner's pid, checked for liveness by waiters.
+    pub owner: u32,
+    /// `LEASE_FILLING` or `LEASE_PASS` (the last fill found the response not storable: send
+    /// requests to the origin without waiting until the deadline).
+    pub state: u32,
+}
+
 /// One open-addressing slot of a shard's key index. `head == 0` marks an empty slot.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
@@ -107,6 +139,7 @@ pub struct IndexSlot {
 const _: () = assert!(std::mem::size_of::<SegmentHeader>() <= HEADER_BYTES as usize);
 const _: () = assert!(std::mem::size_of::<ShardHeader>() <= SHARD_HEADER_BYTES as usize);
 const _: () = assert!(INDEX_SLOT_BYTES == 48);
+const _: () = assert!(LEASE_SLOT_BYTES == 48);
 
 /// Where everything lives, derived only from the total size (so a reopen recomputes it and
 /// compares it with the header).
@@ -202,12 +235,16 @@ impl Layout {
         self.shards_offset + shard as u64 * self.shard_bytes
     }
 
-    pub fn index_offset_in_shard(&self) -> u64 {
+    pub fn lease_offset_in_shard(&self) -> u64 {
         SHARD_HEADER_BYTES
     }
 
+    pub fn index_offset_in_shard(&self) -> u64 {
+        SHARD_HEADER_BYTES + LEASES_PER_SHARD * LEASE_SLOT_BYTES
+    }
+
     pub fn arena_offset_in_shard(&self) -> u64 {
-        SHARD_HEADER_BYTES + self.index_slots as u64 * INDEX_SLOT_BYTES
+        self.index_offset_in_shard() + self.index_slots as u64 * INDEX_SLOT_BYTES
     }
 
     /// Arena bytes per shard, a multiple of 8.

@@ -47,6 +47,37 @@ impl Store {
         }
     }
 
+    /// The metadata of alternate `descriptor` of `key` and its purge state, if it is stored and
+    /// not hard-purged: what a revalidation of a stale original reads its validators from.
+    /// Quiet (no counters) and without its body.
+    pub fn stored_meta(
+        &self,
+        key: &Key,
+        descriptor: u32,
+    ) -> Result<Option<(PurgeState, Vec<u8>)>, Fault> {
+        self.with_shard(self.shard_of(key), |sh| {
+            let Some(pos) = sh.find(&key.0) else {
+                return Ok(None);
+            };
+            let clock = self.seg.header().purge_clock.load(Acquire);
+            for off in sh.chain(pos)? {
+                let h = sh.header(off)?;
+                if h.descriptor != descriptor {
+                    continue;
+                }
+                let (scope, meta, _) = sh.payload(off, &h);
+                return Ok(
+                    match self.validity(scope, h.stamp, clock, h.validated_clock)? {
+                        Validity::Purged => None,
+                        Validity::SoftPurged => Some((PurgeState::SoftPurged, meta.to_vec())),
+                        Validity::Current => Some((PurgeState::Current, meta.to_vec())),
+                    },
+                );
+            }
+            Ok(None)
+        })
+    }
+
     /// `quiet` lookups (`scope_out` given) copy the scopes too and touch no hit/miss counter.
     fn lookup_impl(
         &self,

@@ -11,9 +11,11 @@
 mod commit;
 mod fence;
 mod layout;
+mod lease;
 mod lock;
 mod lookup;
 mod purge;
+mod refresh;
 mod scope;
 mod shard;
 mod shm;
@@ -22,9 +24,11 @@ mod stats;
 use std::path::PathBuf;
 
 pub use layout::{Layout, MAX_SEGMENT, MIN_SEGMENT, OBJECTS_PER_SHARD};
+pub use lease::{monotonic_ms, Lease, LeaseRequest, LeaseToken, Release};
+pub use refresh::Refresh;
 pub use scope::{ancestors, Buckets, ScopeSet, UrlId, MAX_PREFIX_DEPTH, MAX_TAGS};
 pub use shm::Opened;
-pub use stats::{BuildCounter, Group, Kind, Metric, Stats};
+pub use stats::{BuildCounter, FreshnessCounter, Group, Kind, Metric, Stats};
 
 use lock::Acquired;
 use shard::{Corrupt, Shard};
@@ -299,9 +303,14 @@ impl Store {
             lock::LockError::Os(n) => Fault::Lock(n),
         })?;
         // SAFETY: we hold the shard lock until `guard` drops, and the slices do not outlive it.
-        let (index, arena) = unsafe { self.seg.shard_body(idx) };
+        let (leases, index, arena) = unsafe { self.seg.shard_body(idx) };
         let mut guard = ShardGuard {
-            shard: Shard { hdr, index, arena },
+            shard: Shard {
+                hdr,
+                leases,
+                index,
+                arena,
+            },
         };
         if acquired == Acquired::OwnerDied {
             guard.shard.reset();
@@ -343,3 +352,6 @@ impl Drop for PurgeLockGuard<'_> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_freshness;

@@ -12,7 +12,7 @@ impl Store {
     /// Runs one purge: takes the clock's next value, lets `apply` write table buckets and do
     /// immediate deletions, then publishes the clock. Purges are rare; serializing them is
     /// what makes "clock value c is visible" imply "every purge <= c is in the tables".
-    fn purge_with(
+    pub(super) fn purge_with(
         &self,
         counter: PurgeCounter,
         soft: bool,
@@ -39,7 +39,7 @@ impl Store {
         })
     }
 
-    fn bump(&self, table: Table, slot: u32, c: u64) {
+    pub(super) fn bump(&self, table: Table, slot: u32, c: u64) {
         if let Some(v) = self.seg.table(table).get(slot as usize) {
             v.fetch_max(c, AcqRel);
         }

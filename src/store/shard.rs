@@ -14,7 +14,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::layout::{IndexSlot, ShardHeader};
+use super::layout::{IndexSlot, LeaseSlot, ShardHeader};
 use super::stats::ShardCounter;
 
 pub const RECORD_HEADER: usize = 64;
@@ -136,6 +136,7 @@ pub fn checksum(parts: [&[u8]; 3]) -> u64 {
 /// A locked shard.
 pub struct Shard<'a> {
     pub hdr: &'a ShardHeader,
+    pub leases: &'a mut [LeaseSlot],
     pub index: &'a mut [IndexSlot],
     pub arena: &'a mut [u8],
 }
@@ -145,9 +146,12 @@ impl Shard<'_> {
         self.hdr.counters[c as usize].fetch_add(1, Relaxed);
     }
 
-    /// Forgets every record: used when the shard is damaged or its lock owner died.
+    /// Forgets every record and lease: used when the shard is damaged or its lock owner died.
     pub fn reset(&mut self) {
         self.index.fill(IndexSlot::default());
+        // A half-written lease is possible after an owner's death: forget them all (waiters
+        // then fill themselves, an extra fetch at worst).
+        self.leases.fill(LeaseSlot::default());
         for f in [
             &self.hdr.head,
             &self.hdr.tail,
@@ -251,6 +255,32 @@ impl Shard<'_> {
             &self.arena[start + s..start + s + m],
             &self.arena[start + s + m..start + s + m + b],
         )
+    }
+
+    /// Gives the live record at `off` a new stamp and, if given, new metadata of the same
+    /// length, with its checksum and verification epoch; its lookup memo is cleared.
+    pub fn restamp(
+        &mut self,
+        off: u64,
+        stamp: u64,
+        meta: Option<&[u8]>,
+        epoch: u32,
+    ) -> Result<(), Corrupt> {
+        let mut h = self.header(off)?;
+        if let Some(m) = meta {
+            if m.len() != h.meta_len as usize {
+                return Err(Corrupt);
+            }
+            let start = off as usize + RECORD_HEADER + h.scope_len as usize;
+            self.arena[start..start + m.len()].copy_from_slice(m);
+        }
+        let (scope, meta, body) = self.payload(off, &h);
+        h.checksum = checksum([scope, meta, body]);
+        h.stamp = stamp;
+        h.validated_clock = 0;
+        h.verified_epoch = epoch;
+        self.set_header(off, &h);
+        Ok(())
     }
 
     /// Offsets of the key's alternates, newest first.

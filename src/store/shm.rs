@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::MmapMut;
 
-use super::layout::{IndexSlot, Layout, SegmentHeader, ShardHeader, Table, FORMAT_VERSION, MAGIC};
+use super::layout::{
+    IndexSlot, Layout, LeaseSlot, SegmentHeader, ShardHeader, Table, FORMAT_VERSION,
+    LEASES_PER_SHARD, MAGIC,
+};
 use super::StoreError;
 
 /// A mapped, initialized segment. The mapping is `MAP_SHARED` (memmap2's `map_mut` on a file),
@@ -248,6 +251,13 @@ impl Segment {
     fn reopen(&self) -> Result<(), StoreError> {
         self.init_locks()?;
         self.header().open_epoch.fetch_add(1, Ordering::AcqRel);
+        // No fill of an earlier open is in flight any more, and lease deadlines are on a
+        // clock that restarts with the machine.
+        for s in 0..self.layout.shard_count {
+            // SAFETY: exclusive access (the exclusive flock is held); no lock is needed.
+            let (leases, _, _) = unsafe { self.shard_body(s) };
+            leases.fill(LeaseSlot::default());
+        }
         Ok(())
     }
 
@@ -311,19 +321,24 @@ impl Segment {
         unsafe { &*(self.map.as_ptr().add(off) as *const ShardHeader) }
     }
 
-    /// The shard's index and arena as exclusive slices.
+    /// The shard's leases, index and arena as exclusive slices.
     ///
     /// # Safety
     /// The caller must hold the shard's lock for the lifetime of the returned slices and must
     /// not call this twice for the same shard while they live.
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn shard_body(&self, shard: u32) -> (&mut [IndexSlot], &mut [u8]) {
+    #[allow(clippy::mut_from_ref, clippy::type_complexity)]
+    pub unsafe fn shard_body(&self, shard: u32) -> (&mut [LeaseSlot], &mut [IndexSlot], &mut [u8]) {
         let l = &self.layout;
         let base = l.shard_offset(shard) as usize;
-        // SAFETY: index and arena are disjoint ranges inside this shard's region of the mapping;
-        // IndexSlot is POD (any bytes are a valid value); the lock gives exclusive access.
+        // SAFETY: leases, index and arena are disjoint ranges inside this shard's region of
+        // the mapping; LeaseSlot and IndexSlot are POD (any bytes are a valid value), 8-byte
+        // aligned at their offsets; the lock gives exclusive access.
         unsafe {
             let p = self.map.as_ptr() as *mut u8;
+            let leases = std::slice::from_raw_parts_mut(
+                p.add(base + l.lease_offset_in_shard() as usize) as *mut LeaseSlot,
+                LEASES_PER_SHARD as usize,
+            );
             let index = std::slice::from_raw_parts_mut(
                 p.add(base + l.index_offset_in_shard() as usize) as *mut IndexSlot,
                 l.index_slots as usize,
@@ -332,7 +347,7 @@ impl Segment {
                 p.add(base + l.arena_offset_in_shard() as usize),
                 l.arena_bytes() as usize,
             );
-            (index, arena)
+            (leases, index, arena)
         }
     }
 }

@@ -22,6 +22,8 @@ pub enum ShardCounter {
     CorruptResets = 9,
     StaleHits = 10,
     ChecksumFailures = 11,
+    /// A revalidation found the original unchanged and refreshed it (and its variants).
+    Revalidated = 12,
 }
 
 /// Purge counters, indexes into `SegmentHeader::purge_counters`.
@@ -32,6 +34,8 @@ pub enum PurgeCounter {
     Tag = 2,
     All = 3,
     Soft = 4,
+    /// A revalidation found the original changed and replaced the key.
+    Changed = 5,
 }
 
 /// Builder counters, indexes into `SegmentHeader::build_counters`.
@@ -44,6 +48,21 @@ pub enum BuildCounter {
     Fenced = 4,
     /// A builder read its source and began (every started build ends in one of the above).
     Started = 5,
+}
+
+/// Freshness counters, indexes into `SegmentHeader::freshness_counters`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreshnessCounter {
+    /// Conditional (or digest-compared) refills of an expired or soft-purged entry.
+    Revalidations = 0,
+    /// Requests served the fill another request made while they waited for its lease.
+    Collapsed = 1,
+    /// Waits for another request's fill that ran past the lock timeout.
+    LockTimeouts = 2,
+    /// Stale entries served at once while one revalidation ran in the background.
+    StaleUpdating = 3,
+    /// Stale entries served instead of an origin error.
+    StaleOnError = 4,
 }
 
 /// A snapshot of the store's counters and gauges.
@@ -72,6 +91,13 @@ pub struct Stats {
     pub builds_failed: u64,
     pub builds_dropped: u64,
     pub builds_fenced: u64,
+    pub revalidations: u64,
+    pub revalidated_unchanged: u64,
+    pub revalidated_changed: u64,
+    pub collapsed: u64,
+    pub lock_timeouts: u64,
+    pub stale_updating: u64,
+    pub stale_on_error: u64,
     pub purge_clock: u64,
     pub entries: u64,
     pub alternates: u64,
@@ -91,14 +117,16 @@ pub enum Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Group {
     Requests,
+    Freshness,
     Builds,
     Purges,
     Segment,
 }
 
 impl Group {
-    pub const ALL: [Group; 4] = [
+    pub const ALL: [Group; 5] = [
         Group::Requests,
+        Group::Freshness,
         Group::Builds,
         Group::Purges,
         Group::Segment,
@@ -107,6 +135,7 @@ impl Group {
     pub fn as_str(self) -> &'static str {
         match self {
             Group::Requests => "Requests",
+            Group::Freshness => "Freshness",
             Group::Builds => "Builds",
             Group::Purges => "Purges",
             Group::Segment => "Segment",
@@ -128,7 +157,7 @@ pub struct Metric {
 
 impl Stats {
     /// Every field, in the JSON's order: the one list JSON, Prometheus and the console read.
-    pub fn fields(&self) -> [Metric; 29] {
+    pub fn fields(&self) -> [Metric; 36] {
         [
             Metric {
                 name: "hits",
@@ -315,6 +344,62 @@ impl Stats {
                 value: self.builds_fenced,
             },
             Metric {
+                name: "revalidations",
+                help: "Conditional or digest-compared refills of expired or soft-purged entries",
+                label: "revalidations",
+                kind: Kind::Counter,
+                group: Group::Freshness,
+                value: self.revalidations,
+            },
+            Metric {
+                name: "revalidated_unchanged",
+                help: "Revalidations that kept the entry and its variants",
+                label: "unchanged (kept)",
+                kind: Kind::Counter,
+                group: Group::Freshness,
+                value: self.revalidated_unchanged,
+            },
+            Metric {
+                name: "revalidated_changed",
+                help: "Revalidations that replaced the entry and dropped its variants",
+                label: "changed (replaced)",
+                kind: Kind::Counter,
+                group: Group::Freshness,
+                value: self.revalidated_changed,
+            },
+            Metric {
+                name: "collapsed",
+                help: "Requests served the fill they waited for",
+                label: "collapsed waiters",
+                kind: Kind::Counter,
+                group: Group::Freshness,
+                value: self.collapsed,
+            },
+            Metric {
+                name: "lock_timeouts",
+                help: "Waits for another fill past pagespeed_cache_lock_timeout",
+                label: "lock timeouts",
+                kind: Kind::Counter,
+                group: Group::Freshness,
+                value: self.lock_timeouts,
+            },
+            Metric {
+                name: "stale_updating",
+                help: "Stale entries served while one revalidation ran",
+                label: "stale while updating",
+                kind: Kind::Counter,
+                group: Group::Freshness,
+                value: self.stale_updating,
+            },
+            Metric {
+                name: "stale_on_error",
+                help: "Stale entries served instead of an origin error",
+                label: "stale on error",
+                kind: Kind::Counter,
+                group: Group::Freshness,
+                value: self.stale_on_error,
+            },
+            Metric {
                 name: "purge_clock",
                 help: "Current purge clock value",
                 label: "purge clock",
@@ -415,8 +500,14 @@ impl Store {
         self.seg.header().build_counters[c as usize].fetch_add(1, Relaxed);
     }
 
+    /// Counts a revalidation, collapsed-forwarding or stale-serving event.
+    pub fn count_freshness(&self, c: FreshnessCounter) {
+        self.seg.header().freshness_counters[c as usize].fetch_add(1, Relaxed);
+    }
+
     pub fn stats(&self) -> Stats {
         let h = self.seg.header();
+        let fc = |c: FreshnessCounter| h.freshness_counters[c as usize].load(Relaxed);
         let mut s = Stats {
             purges_url: h.purge_counters[PurgeCounter::Url as usize].load(Relaxed),
             purges_prefix: h.purge_counters[PurgeCounter::Prefix as usize].load(Relaxed),
@@ -429,6 +520,12 @@ impl Store {
             builds_failed: h.build_counters[BuildCounter::Failed as usize].load(Relaxed),
             builds_dropped: h.build_counters[BuildCounter::Dropped as usize].load(Relaxed),
             builds_fenced: h.build_counters[BuildCounter::Fenced as usize].load(Relaxed),
+            revalidations: fc(FreshnessCounter::Revalidations),
+            revalidated_changed: h.purge_counters[PurgeCounter::Changed as usize].load(Relaxed),
+            collapsed: fc(FreshnessCounter::Collapsed),
+            lock_timeouts: fc(FreshnessCounter::LockTimeouts),
+            stale_updating: fc(FreshnessCounter::StaleUpdating),
+            stale_on_error: fc(FreshnessCounter::StaleOnError),
             purge_clock: h.purge_clock.load(Acquire),
             shards: self.seg.layout.shard_count as u64,
             bytes_capacity: self.seg.layout.arena_bytes() * self.seg.layout.shard_count as u64,
@@ -439,6 +536,7 @@ impl Store {
             let c = |k: ShardCounter| sh.counters[k as usize].load(Relaxed);
             s.hits += c(ShardCounter::Hits);
             s.stale_hits += c(ShardCounter::StaleHits);
+            s.revalidated_unchanged += c(ShardCounter::Revalidated);
             s.misses += c(ShardCounter::Misses);
             s.stored += c(ShardCounter::Stored);
             s.fenced += c(ShardCounter::Fenced);
