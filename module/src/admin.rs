@@ -9,13 +9,19 @@ use nginx_sys::{
 use serde_json::json;
 
 use super::console;
-use super::ffi::{Req, Strings, DONE, ERROR, OK};
+use super::ffi::{Req, Strings, AGAIN, DONE, ERROR, OK};
+use super::hit::{RequestCtx, Stage};
 use super::lifecycle::store;
 use super::log::guard;
+use super::revalidate::{self, Outcome};
+use ngx_http_pagespeed_module::cache::stale::Failure;
+use ngx_http_pagespeed_module::cache::CacheStatus;
 use ngx_http_pagespeed_module::http::csrf;
+use ngx_http_pagespeed_module::http::meta::MetaView;
+use ngx_http_pagespeed_module::http::url::Url;
 use ngx_http_pagespeed_module::http::url::{default_key, split_host};
 use ngx_http_pagespeed_module::purge::{self, method_request, parse_json, parse_target, MAX_BODY};
-use ngx_http_pagespeed_module::store::{Fault, Store};
+use ngx_http_pagespeed_module::store::{Fault, Key, Store};
 use ngx_http_pagespeed_module::variant::Descriptor;
 
 const JSON: &str = "application/json";
@@ -129,8 +135,12 @@ extern "C" fn purge_body_read(r: *mut ngx_http_request_t) {
         // SAFETY: nginx calls this with the request once its body is read.
         unsafe { Req::from_raw(r) }.map_or(ERROR, purge_body)
     });
-    // SAFETY: as above; we own finalization after returning NGX_DONE from the handler.
-    unsafe { ngx_http_finalize_request(r, rc) };
+    // A revalidate-first purge answers later (`revalidated`): the reference the body read
+    // took stays, held for it, until then.
+    if rc != DONE {
+        // SAFETY: as above; we own finalization after returning NGX_DONE from the handler.
+        unsafe { ngx_http_finalize_request(r, rc) };
+    }
 }
 
 fn purge_body(rq: Req) -> ngx_int_t {
@@ -145,7 +155,212 @@ fn purge_body(rq: Req) -> ngx_int_t {
     let Some(store) = store() else {
         return error(rq, 503, "no cache configured");
     };
+    if req.revalidate {
+        return revalidate_first(rq, store, &req);
+    }
     purge_and_reply(rq, store, &req)
+}
+
+/// `{"url": ..., "revalidate": true}`: asks the origin, through the location that serves the
+/// URL in this server, before anything is purged, and answers once it knows whether the
+/// bytes changed. Unchanged keeps the entry and every variant; changed replaces them (the
+/// revalidation stores the new original, as any refill would); an origin failure purges
+/// nothing and marks the entry stale.
+fn revalidate_first(rq: Req, store: &Store, req: &purge::PurgeRequest) -> ngx_int_t {
+    let purge::Scope::Urls(urls) = &req.scope else {
+        return error(rq, 400, "\"revalidate\" takes one \"url\"");
+    };
+    let host = split_host(&String::from_utf8_lossy(rq.server())).host;
+    let scheme = rq.scheme();
+    let Some(url) = urls.iter().find(|u| u.scheme == scheme) else {
+        return error(
+            rq,
+            400,
+            &format!("\"revalidate\" on this {scheme} server needs a {scheme} URL or a path"),
+        );
+    };
+    if !url.host.eq_ignore_ascii_case(&host) {
+        return error(
+            rq,
+            400,
+            &format!(
+                "\"revalidate\" asks this server's own locations: the URL's host must be {host}, not {}",
+                url.host
+            ),
+        );
+    }
+    let Some(key) = url.keys(&[rq.local_port()]).first().copied() else {
+        return error(rq, 400, "no cache key for that URL");
+    };
+    let original = match store.stored_meta(&key, Descriptor::SOURCE.0) {
+        Ok(o) => o.map(|(_, meta)| meta),
+        Err(f) => return fault_reply(rq, f),
+    };
+    let Some(original) = original else {
+        // Nothing stored to compare with: a hard purge of the URL (orphaned variants go too).
+        let hard = single_url(url, false);
+        return match purge::apply(store, &hard, rq.local_port(), &[]) {
+            Ok(receipt) => reply_with(
+                rq,
+                200,
+                &receipt.to_json(),
+                json!({ "revalidate": true, "cached": false }),
+            ),
+            Err(f) => fault_reply(rq, f),
+        };
+    };
+    let before = alternate_count(store, &key);
+    let Some(ctx) = rq.set_ctx(RequestCtx::new(CacheStatus::Bypass)) else {
+        return ERROR;
+    };
+    ctx.stage = Stage::Done;
+    ctx.purge_first = Some((key, url.clone(), before));
+    let report = &mut ctx.outcome as *mut Option<Outcome>;
+    let started = revalidate::start(
+        rq,
+        store,
+        Some(url.path.as_bytes()),
+        false,
+        key,
+        url.clone(),
+        Descriptor::SOURCE,
+        original,
+        None,
+        report,
+    );
+    if !started {
+        return error(rq, 503, "could not start the revalidation; nothing purged");
+    }
+    rq.set_write_handler(Some(revalidated));
+    DONE
+}
+
+/// A purge request for one URL (one scheme).
+fn single_url(url: &Url, soft: bool) -> purge::PurgeRequest {
+    purge::PurgeRequest {
+        scope: purge::Scope::Urls(vec![url.clone()]),
+        soft,
+        revalidate: false,
+    }
+}
+
+/// How many alternates (not counting declined-variant markers) a key holds.
+fn alternate_count(store: &Store, key: &Key) -> usize {
+    store.alternates(key).map_or(0, |a| {
+        a.iter()
+            .filter(|a| !Descriptor(a.descriptor).is_sentinel())
+            .count()
+    })
+}
+
+/// `base` (a receipt's JSON object) with `extra`'s fields added.
+fn reply_with(rq: Req, status: usize, base: &str, extra: serde_json::Value) -> ngx_int_t {
+    let mut v: serde_json::Value = serde_json::from_str(base).unwrap_or_else(|_| json!({}));
+    if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    reply(rq, status, v.to_string())
+}
+
+/// nginx posts the purge request again once its revalidation subrequest is finalized.
+extern "C" fn revalidated(r: *mut ngx_http_request_t) {
+    let rc = guard("a revalidate-first purge", ERROR, || {
+        // SAFETY: nginx passes the live purge request.
+        unsafe { Req::from_raw(r) }.map_or(ERROR, answer_revalidated)
+    });
+    if rc != AGAIN {
+        // SAFETY: as above; this handler owns the request's finalization.
+        unsafe { ngx_http_finalize_request(r, rc) };
+    }
+}
+
+fn answer_revalidated(rq: Req) -> ngx_int_t {
+    let Some(ctx) = rq.ctx::<RequestCtx>() else {
+        return ERROR;
+    };
+    let Some((key, url, before)) = ctx.purge_first.clone() else {
+        return ERROR;
+    };
+    let Some(store) = store() else {
+        return error(rq, 503, "no cache configured");
+    };
+    let outcome = ctx.outcome.take();
+    let listed = format!("{}://{}{}", url.scheme, url.host, url.path);
+    let generation = store.stats().purge_clock;
+    let answer = |changed: bool, extra: serde_json::Value| {
+        let mut v = json!({
+            "scope": "url",
+            "revalidate": true,
+            "changed": changed,
+            "generation": generation,
+            "urls": [listed],
+        });
+        if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        reply(rq, 200, v.to_string())
+    };
+    match outcome {
+        // Posted again while the subrequest is still running (it holds a reference; the
+        // one the body read took is this request's own).
+        None if rq.main_count() > 1 => AGAIN,
+        None => error(
+            rq,
+            502,
+            "the origin's answer never completed; nothing purged",
+        ),
+        Some(Outcome::Unchanged) => answer(
+            false,
+            json!({ "kept": alternate_count(store, &key), "deleted": 0 }),
+        ),
+        Some(Outcome::Changed) => answer(true, json!({ "deleted": before })),
+        Some(Outcome::Gone) => answer(
+            true,
+            json!({ "deleted": 0, "note": "purged or replaced by another request meanwhile" }),
+        ),
+        Some(Outcome::Answer {
+            failure: Some(f), ..
+        }) => {
+            // Nothing is known about the bytes: keep them, marked stale for the next request.
+            let (status, what) = match f {
+                Failure::Timeout => (504, "the origin timed out".to_string()),
+                Failure::Error => (502, "the origin could not be reached".to_string()),
+                Failure::Status(s) => (502, format!("the origin answered {s}")),
+            };
+            let soft = purge::apply(store, &single_url(&url, true), rq.local_port(), &[]);
+            let stale = soft.is_ok();
+            error_with(
+                rq,
+                status,
+                &format!(
+                    "{what}; nothing purged, the entry is kept{}",
+                    if stale { " and marked stale" } else { "" }
+                ),
+                json!({ "stale": stale, "urls": [listed] }),
+            )
+        }
+        Some(Outcome::Answer { replay, .. }) => {
+            // The URL answers something other than stored bytes now (gone, moved, not
+            // storable): the old entry and its variants must go.
+            let origin_status = replay
+                .as_ref()
+                .and_then(|(m, _)| MetaView::parse(m))
+                .map(|m| m.status);
+            match purge::apply(store, &single_url(&url, false), rq.local_port(), &[]) {
+                Ok(receipt) => reply_with(
+                    rq,
+                    200,
+                    &receipt.to_json(),
+                    json!({ "revalidate": true, "changed": true, "origin_status": origin_status }),
+                ),
+                Err(f) => fault_reply(rq, f),
+            }
+        }
+    }
+}
+
+fn error_with(rq: Req, status: usize, msg: &str, extra: serde_json::Value) -> ngx_int_t {
+    reply_with(rq, status, &json!({ "error": msg }).to_string(), extra)
 }
 
 /// Makes the `PURGE` method's handler this request's content handler (from PRECONTENT, on a
@@ -173,10 +388,14 @@ fn purge_method(rq: Req) -> ngx_int_t {
     }
     let host = split_host(&String::from_utf8_lossy(rq.server())).host;
     let path = String::from_utf8_lossy(rq.unparsed_uri()).into_owned();
-    let req = match method_request(&path, &host, rq.local_port()) {
+    let mut req = match method_request(&path, &host, rq.local_port()) {
         Ok(req) => req,
         Err(e) => return error(rq, 400, &e.to_string()),
     };
+    // The soft form, as Fastly-Soft-Purge: mark stale, keep for revalidation.
+    req.soft = rq
+        .header_in("pagespeed-soft-purge")
+        .is_some_and(|v| v.trim_ascii() == b"1");
     let Some(store) = store() else {
         return error(rq, 503, "no cache configured");
     };

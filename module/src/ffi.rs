@@ -626,17 +626,37 @@ impl<'a> Req<'a> {
     }
 
     /// Gives this (sub)request its own request header list: the parent's lines without the
-    /// client's conditionals and ranges, plus `add` (the revalidation's own conditionals).
-    /// A subrequest starts with a copy of its parent's list head, whose parts it shares:
-    /// pushing onto it would write into the parent's list.
-    pub fn conditional_headers(&self, add: &[(&str, Vec<u8>)]) -> bool {
+    /// client's conditionals and ranges (or, with `host_only`, only its `Host`: the parent
+    /// is an admin request whose body and credentials are not the origin's business), plus
+    /// `add` (the revalidation's own conditionals). A subrequest starts with a copy of its
+    /// parent's list head, whose parts it shares: pushing onto it would write into the
+    /// parent's list.
+    pub fn conditional_headers(&self, add: &[(&str, Vec<u8>)], host_only: bool) -> bool {
         use nginx_sys::{ngx_hash_key, ngx_list_create};
         let pool = self.get().pool;
         let kept: Vec<ngx_table_elt_t> = self
             .headers_in()
-            .filter(|h| !CLIENT_CONDITIONALS.contains(&Req::lowercase_name(h)))
+            .filter(|h| {
+                let name = Req::lowercase_name(h);
+                if host_only {
+                    name == b"host"
+                } else {
+                    !CLIENT_CONDITIONALS.contains(&name)
+                }
+            })
             .copied()
             .collect();
+        if host_only {
+            let r = self.get_mut();
+            r.request_body = std::ptr::null_mut();
+            let hin = &mut r.headers_in;
+            hin.content_length = std::ptr::null_mut();
+            hin.content_length_n = -1;
+            hin.content_type = std::ptr::null_mut();
+            hin.transfer_encoding = std::ptr::null_mut();
+            hin.set_chunked(0);
+            hin.authorization = std::ptr::null_mut();
+        }
         // SAFETY: a new list in the request pool; elements are plain copies, whose strings
         // live in the pool or the client's header buffer for the request's lifetime.
         unsafe {
@@ -689,6 +709,18 @@ impl<'a> Req<'a> {
             hin.headers = *list;
         }
         true
+    }
+
+    /// References held on the main request (subrequests, body reading, timers of ours).
+    pub fn main_count(&self) -> u32 {
+        // SAFETY: the main request of a live request is live.
+        unsafe { (*self.get().main).count() }
+    }
+
+    /// What runs when nginx posts this request again: for a parent request, once a
+    /// subrequest it waits for is finalized.
+    pub fn set_write_handler(&self, h: nginx_sys::ngx_http_event_handler_pt) {
+        self.get_mut().write_event_handler = h;
     }
 
     /// Marks the response header as sent without passing it on (a revalidation subrequest's

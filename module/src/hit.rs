@@ -111,6 +111,9 @@ pub struct RequestCtx {
     pub outcome: Option<Outcome>,
     /// Set on a revalidation subrequest: what it checks and collects.
     pub revalidation: Option<Revalidation>,
+    /// A revalidate-first purge waiting for its revalidation: the key, the URL and how many
+    /// alternates the key had when it started.
+    pub purge_first: Option<(Key, Url, usize)>,
     /// The timer of a wait for another request's fill.
     wait_timer: Option<*mut ngx_event_t>,
 }
@@ -126,6 +129,7 @@ impl RequestCtx {
             stale: None,
             outcome: None,
             revalidation: None,
+            purge_first: None,
             wait_timer: None,
         }
     }
@@ -485,15 +489,23 @@ fn revalidate(
     now: i64,
 ) -> ngx_int_t {
     let lcf = rq.loc_conf();
-    let target = revalidation_target(found);
-    let original = if target == found {
-        ctx.stale.as_ref().map(|s| s.meta_bytes().to_vec())
-    } else {
+    let source = || {
         store
-            .stored_meta(&key, target.0)
+            .stored_meta(&key, Descriptor::SOURCE.0)
             .ok()
             .flatten()
             .map(|(_, m)| m)
+    };
+    let source_meta = if found == Descriptor::SOURCE {
+        None
+    } else {
+        source()
+    };
+    let target = revalidation_target(found, source_meta.is_some());
+    let original = if target == found {
+        ctx.stale.as_ref().map(|s| s.meta_bytes().to_vec())
+    } else {
+        source_meta
     };
     let Some(original) = original else {
         // The source a variant was built from is gone: fill it afresh.

@@ -102,7 +102,8 @@ pub fn start(
         return false;
     };
     sr.make_get();
-    if !sr.conditional_headers(&validators.conditional_headers()) {
+    // A revalidate-first purge asks for `uri` on behalf of an admin request.
+    if !sr.conditional_headers(&validators.conditional_headers(), uri.is_some()) {
         return false;
     }
     let rev = Revalidation {

@@ -5,7 +5,9 @@
 use super::stale::Staleness;
 use crate::http::meta::{MetaView, StoredMeta};
 use crate::store::{Hit, PurgeState, MAX_ALTERNATES};
-use crate::variant::{score, wanted, Capabilities, Descriptor, SourceKind, VariantPolicy};
+use crate::variant::{
+    score, wanted, Capabilities, Descriptor, Encoding, SourceKind, VariantPolicy,
+};
 
 /// Picks among a key's alternates for one client, remembering every descriptor it saw (to
 /// decide afterwards whether the client's ideal variant is missing). No allocation: this
@@ -88,14 +90,18 @@ pub fn usable(hit: &Hit, meta: Option<&MetaView>, now: i64) -> Usable {
     }
 }
 
-/// The stored original a stale alternate is revalidated through: itself if it is an original
-/// (origin-encoded or origin-varied ones stand alone), else the original variants are built
-/// from.
-pub fn revalidation_target(found: Descriptor) -> Descriptor {
-    if found.is_original() {
-        found
-    } else {
+/// The stored original a stale alternate is revalidated through: the identity original
+/// variants are built from, unless the alternate stands alone (origin-varied, or an encoded
+/// response the origin sent itself). An encoded alternate is told apart from one a builder
+/// made by whether the identity original it would be built from is stored (`source_stored`):
+/// both carry the same descriptor.
+pub fn revalidation_target(found: Descriptor, source_stored: bool) -> Descriptor {
+    let built_from_source = !found.is_original()
+        || (source_stored && !found.origin_varies() && found.encoding() != Encoding::Identity);
+    if built_from_source {
         Descriptor::SOURCE
+    } else {
+        found
     }
 }
 
@@ -150,15 +156,22 @@ mod tests {
             false,
             Encoding::Identity,
         );
-        assert_eq!(revalidation_target(webp), Descriptor::SOURCE);
+        assert_eq!(revalidation_target(webp, true), Descriptor::SOURCE);
         let gz = Descriptor::original(Encoding::Gzip, None);
         assert_eq!(
-            revalidation_target(gz),
+            revalidation_target(gz, false),
             gz,
             "an origin-encoded original stands alone"
         );
+        assert_eq!(
+            revalidation_target(gz, true),
+            Descriptor::SOURCE,
+            "a gzip alternate beside the identity original was built from it"
+        );
         let varied = Descriptor::original(Encoding::Identity, Some(7));
-        assert_eq!(revalidation_target(varied), varied);
+        assert_eq!(revalidation_target(varied, true), varied);
+        let varied_gz = Descriptor::original(Encoding::Gzip, Some(7));
+        assert_eq!(revalidation_target(varied_gz, true), varied_gz);
     }
 
     #[test]

@@ -110,6 +110,7 @@ pub fn invalidate(
     let req = PurgeRequest {
         scope: Scope::Urls(vec![url.clone()]),
         soft: false,
+        revalidate: false,
     };
     apply(store, &req, listener_port, &[*key])
 }

@@ -34,6 +34,9 @@ impl Scope {
 pub struct PurgeRequest {
     pub scope: Scope,
     pub soft: bool,
+    /// `"revalidate": true`: ask the origin first; purge only if the bytes changed. One URL
+    /// only (both schemes when it names none).
+    pub revalidate: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,7 +48,16 @@ fn err<T>(msg: impl Into<String>) -> Result<T, PurgeError> {
 }
 
 const FIELDS: &[&str] = &[
-    "url", "urls", "hostname", "scheme", "tag", "tags", "scope", "confirm", "soft",
+    "url",
+    "urls",
+    "hostname",
+    "scheme",
+    "tag",
+    "tags",
+    "scope",
+    "confirm",
+    "soft",
+    "revalidate",
 ];
 
 /// Parses a JSON purge body. `default_host` is the purge request's own host, used when a
@@ -67,6 +79,14 @@ pub fn parse_json(body: &[u8], default_host: &str) -> Result<PurgeRequest, Purge
         Some(Value::Bool(b)) => *b,
         Some(_) => return err("\"soft\" must be true or false"),
     };
+    let revalidate = match o.get("revalidate") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return err("\"revalidate\" must be true or false"),
+    };
+    if revalidate && soft {
+        return err("\"revalidate\" and \"soft\" exclude each other: a revalidation keeps or replaces the entry, a soft purge marks it stale");
+    }
     let text = |k: &str| -> Result<Option<&str>, PurgeError> {
         match o.get(k) {
             None | Some(Value::Null) => Ok(None),
@@ -91,9 +111,13 @@ pub fn parse_json(body: &[u8], default_host: &str) -> Result<PurgeRequest, Purge
             if text("confirm")? != Some("purge-all") {
                 return err("a full flush needs \"confirm\": \"purge-all\"");
             }
+            if revalidate {
+                return err("\"revalidate\" takes one \"url\", not a full flush");
+            }
             return Ok(PurgeRequest {
                 scope: Scope::All,
                 soft,
+                revalidate,
             });
         }
         (Some("all"), _, _) => return err("\"scope\": \"all\" takes no url or tag"),
@@ -143,7 +167,17 @@ pub fn parse_json(body: &[u8], default_host: &str) -> Result<PurgeRequest, Purge
             }
         }
     };
-    Ok(PurgeRequest { scope, soft })
+    if revalidate {
+        let one_url = matches!(&scope, Scope::Urls(_)) && urls.len() == 1;
+        if !one_url {
+            return err("\"revalidate\" takes one \"url\" (no prefix, tags or list)");
+        }
+    }
+    Ok(PurgeRequest {
+        scope,
+        soft,
+        revalidate,
+    })
 }
 
 fn list(o: &Map<String, Value>, one: &str, many: &str) -> Result<Vec<String>, PurgeError> {
@@ -197,7 +231,11 @@ pub fn method_request(path: &str, host: &str, port: u16) -> Result<PurgeRequest,
                 .collect(),
         )
     };
-    Ok(PurgeRequest { scope, soft: false })
+    Ok(PurgeRequest {
+        scope,
+        soft: false,
+        revalidate: false,
+    })
 }
 
 /// A purge target after parsing: which schemes, host, path, and whether it is a prefix.
@@ -345,6 +383,16 @@ mod tests {
             Scope::Urls(vec![url("https", "default.test", "/a.css")])
         );
         assert!(r.soft);
+        assert!(!r.revalidate);
+        let r = p(r#"{"url": "/a.css", "revalidate": true}"#).unwrap();
+        assert!(r.revalidate && !r.soft);
+        assert_eq!(
+            r.scope,
+            Scope::Urls(vec![
+                url("http", "default.test", "/a.css"),
+                url("https", "default.test", "/a.css")
+            ])
+        );
     }
 
     #[test]
@@ -391,6 +439,18 @@ mod tests {
             (r#"{"url": "/a", "tag": "t"}"#, "not both"),
             (r#"{}"#, "nothing to purge"),
             (r#"{"url": "/a", "soft": "yes"}"#, "soft"),
+            (r#"{"url": "/a", "revalidate": 1}"#, "revalidate"),
+            (
+                r#"{"url": "/a", "revalidate": true, "soft": true}"#,
+                "exclude",
+            ),
+            (r#"{"urls": ["/a", "/b"], "revalidate": true}"#, "one"),
+            (r#"{"url": "/a*", "revalidate": true}"#, "one"),
+            (r#"{"tag": "t", "revalidate": true}"#, "one"),
+            (
+                r#"{"scope": "all", "confirm": "purge-all", "revalidate": true}"#,
+                "full flush",
+            ),
             (r#"{"url": "/a", "scheme": "gopher"}"#, "scheme"),
             (
                 r#"{"url": "https://a.com/x", "scheme": "http"}"#,
