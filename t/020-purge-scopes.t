@@ -12,10 +12,10 @@ use strict;
 use warnings;
 
 use Test::More;
-use JSON::PP qw/decode_json/;
 
 use lib 't/lib';
 use Test::Nginx;
+use Test::Pagespeed qw/versioned_route vget json_of status_json/;
 
 my $t = Test::Nginx->new()->has(qw/http proxy/)->plan(132);
 
@@ -45,17 +45,9 @@ http {
 }
 EOF
 
-my $dir = $t->testdir;
 my $version = 0;
 
-# Atomic, so the origin never reads a half-written file.
-sub set_version {
-    $version = shift;
-    open my $fh, '>', "$dir/version.tmp" or die $!;
-    print $fh $version;
-    close $fh;
-    rename "$dir/version.tmp", "$dir/version" or die $!;
-}
+sub set_version { $version = Test::Pagespeed::set_version(shift) }
 
 # Response tags by path: Surrogate-Key is space separated, Cache-Tag comma
 # separated; a path (or absolute URL) as a tag declares a dependency.
@@ -69,33 +61,15 @@ my %TAGS = (
     '/other.html' => ['Cache-Tag' => '/css/other.css'],
 );
 
-start_origin(port => 8081, routes => { '*' => sub {
-    my ($r) = @_;
-    open my $fh, '<', "$dir/version" or die "version: $!";
-    my $v = <$fh>;
-    my @h = ('Cache-Control' => 'max-age=3600', @{$TAGS{$r->{path}} // []});
-    return (200, \@h, "$r->{path} v=$v\n");
-} });
+start_origin(port => 8081, routes => {
+    '*' => versioned_route(headers => sub { @{$TAGS{$_[0]{path}} // []} }) });
 
 set_version(1);
 $t->run();
 
 ###############################################################################
 
-sub get {
-    my ($uri) = @_;
-    my $r = parse_response(http_get($uri)) // { headers => {}, body => '' };
-    ($r->{ver}) = $r->{body} =~ / v=(\d+)$/;
-    $r->{ver} //= -1;
-    $r->{xc} = $r->{headers}{'x-cache'} // '';
-    return $r;
-}
-
-sub json_of {
-    my ($r) = @_;
-    return undef unless $r;
-    return eval { decode_json($r->{body}) };
-}
+sub get { vget(@_) }
 
 our $gen;
 sub purge {
@@ -108,7 +82,7 @@ sub purge {
     return ($r // {}, json_of($r) // {});
 }
 
-sub status { json_of(parse_response(http_get('/status'))) // {} }
+sub status { status_json() }
 
 # Fills $uri (MISS then HIT) with the current origin version.
 sub cached {

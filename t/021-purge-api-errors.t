@@ -12,10 +12,10 @@ use strict;
 use warnings;
 
 use Test::More;
-use JSON::PP qw/decode_json/;
 
 use lib 't/lib';
 use Test::Nginx;
+use Test::Pagespeed qw/set_version versioned_route vget json_of status_json/;
 
 my $t = Test::Nginx->new()->has(qw/http proxy access/)->plan(86 + 21);
 
@@ -66,37 +66,15 @@ http {
 }
 EOF
 
-my $dir = $t->testdir;
 
-sub set_version {
-    open my $fh, '>', "$dir/version.tmp" or die $!;
-    print $fh shift;
-    close $fh;
-    rename "$dir/version.tmp", "$dir/version" or die $!;
-}
-
-start_origin(port => 8081, routes => { '*' => sub {
-    my ($r) = @_;
-    open my $fh, '<', "$dir/version" or die "version: $!";
-    my $v = <$fh>;
-    return (200, { 'Cache-Control' => 'max-age=3600' }, "$r->{path} v=$v\n");
-} });
+start_origin(port => 8081, routes => { '*' => versioned_route() });
 
 set_version(1);
 $t->run();
 
 ###############################################################################
 
-sub get {
-    my ($uri) = @_;
-    my $r = parse_response(http_get($uri)) // { headers => {}, body => '' };
-    ($r->{ver}) = $r->{body} =~ / v=(\d+)$/;
-    $r->{ver} //= -1;
-    $r->{xc} = $r->{headers}{'x-cache'} // '';
-    return $r;
-}
-
-sub json_of { my ($r) = @_; $r && eval { decode_json($r->{body}) } }
+sub get { vget(@_) }
 
 sub post {
     my ($uri, $body, %o) = @_;
@@ -108,7 +86,7 @@ sub post {
     return $r;
 }
 
-sub clock { (json_of(parse_response(http_get('/status'))) // {})->{purge_clock} }
+sub clock { status_json()->{purge_clock} }
 
 sub hit_v1 {
     my ($uri) = @_;

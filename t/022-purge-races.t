@@ -19,12 +19,12 @@ use warnings;
 
 use Test::More;
 use IO::Select;
-use JSON::PP qw/decode_json/;
 use POSIX ();
 use Time::HiRes qw/time sleep/;
 
 use lib 't/lib';
 use Test::Nginx;
+use Test::Pagespeed qw/versioned_route vget json_of status_json/;
 
 my $t = Test::Nginx->new()->has(qw/http proxy/)->plan(39);
 
@@ -56,41 +56,24 @@ EOF
 my $dir = $t->testdir;
 my $version = 0;
 
-sub set_version {
-    $version = shift;
-    open my $fh, '>', "$dir/version.tmp" or die $!;
-    print $fh $version;
-    close $fh;
-    rename "$dir/version.tmp", "$dir/version" or die $!;
-}
+sub set_version { $version = Test::Pagespeed::set_version(shift) }
 
 # The version is read when the request arrives; X-Delay (passed through by
 # proxy_pass, not part of the cache key) then holds the response back.
-start_origin(port => 8081, routes => { '*' => sub {
-    my ($r) = @_;
-    open my $fh, '<', "$dir/version" or die "version: $!";
-    my $v = <$fh>;
-    my %h = ('Cache-Control' => 'max-age=3600');
-    $h{'Surrogate-Key'} = 'race-tag' if $r->{path} =~ m{^/t/};
-    $h{'Surrogate-Key'} = 'hot' if $r->{path} eq '/hot';
-    return (200, \%h, "$r->{path} v=$v\n", $r->{headers}{'x-delay'});
-} });
+my %KEY = ('/hot' => 'hot');
+start_origin(port => 8081, routes => { '*' => versioned_route(
+    headers => sub {
+        my $k = $_[0]{path} =~ m{^/t/} ? 'race-tag' : $KEY{$_[0]{path}};
+        return $k ? ('Surrogate-Key' => $k) : ();
+    },
+    delay => sub { $_[0]{headers}{'x-delay'} }) });
 
 set_version(1);
 $t->run();
 
 ###############################################################################
 
-sub get {
-    my ($uri, %o) = @_;
-    my $r = parse_response(http_get($uri, %o)) // { headers => {}, body => '' };
-    ($r->{ver}) = $r->{body} =~ / v=(\d+)$/;
-    $r->{ver} //= -1;
-    $r->{xc} = $r->{headers}{'x-cache'} // '';
-    return $r;
-}
-
-sub json_of { my ($r) = @_; $r && eval { decode_json($r->{body}) } }
+sub get { vget(@_) }
 
 sub purge {
     my ($body) = @_;
@@ -99,7 +82,7 @@ sub purge {
     return json_of($r) // {};
 }
 
-sub status { json_of(parse_response(http_get('/status'))) // {} }
+sub status { status_json() }
 
 my $DELAY = 0.6;
 

@@ -13,6 +13,7 @@ use Test::More;
 
 use lib 't/lib';
 use Test::Nginx;
+use Test::Pagespeed qw/set_version versioned_route/;
 
 my $t = Test::Nginx->new()->has(qw/http proxy/)->plan(8);
 
@@ -37,14 +38,6 @@ http {
 }
 EOF
 
-my $dir = $t->testdir;
-
-sub set_version {
-    open my $fh, '>', "$dir/version.tmp" or die $!;
-    print $fh shift;
-    close $fh;
-    rename "$dir/version.tmp", "$dir/version" or die $!;
-}
 
 # Pages declare the stylesheet by path and by absolute URL.
 my %TAGS = (
@@ -52,13 +45,8 @@ my %TAGS = (
     '/page2.html' => ['Cache-Tag' => 'http://localhost/css/site.css'],
 );
 
-start_origin(port => 8081, routes => { '*' => sub {
-    my ($r) = @_;
-    open my $fh, '<', "$dir/version" or die "version: $!";
-    my $v = <$fh>;
-    my @h = ('Cache-Control' => 'max-age=3600', @{$TAGS{$r->{path}} // []});
-    return (200, \@h, "$r->{path} v=$v\n");
-} });
+start_origin(port => 8081, routes => {
+    '*' => versioned_route(headers => sub { @{$TAGS{$_[0]{path}} // []} }) });
 
 set_version(1);
 $t->run();

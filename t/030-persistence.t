@@ -10,11 +10,11 @@ use strict;
 use warnings;
 
 use Test::More;
-use JSON::PP qw/decode_json/;
 use Time::HiRes qw/time sleep/;
 
 use lib 't/lib';
 use Test::Nginx;
+use Test::Pagespeed qw/versioned_route vget json_of status_json/;
 
 my $t = Test::Nginx->new()->has(qw/http proxy/)->plan(62);
 
@@ -54,22 +54,10 @@ sub conf {
 my $dir = $t->testdir;
 my $version = 0;
 
-sub set_version {
-    $version = shift;
-    open my $fh, '>', "$dir/version.tmp" or die $!;
-    print $fh $version;
-    close $fh;
-    rename "$dir/version.tmp", "$dir/version" or die $!;
-}
+sub set_version { $version = Test::Pagespeed::set_version(shift) }
 
-start_origin(port => 8081, routes => { '*' => sub {
-    my ($r) = @_;
-    open my $fh, '<', "$dir/version" or die "version: $!";
-    my $v = <$fh>;
-    my %h = ('Cache-Control' => 'max-age=3600');
-    $h{'Cache-Tag'} = 'tagged' if $r->{path} =~ m{^/t/};
-    return (200, \%h, "$r->{path} v=$v\n");
-} });
+start_origin(port => 8081, routes => { '*' => versioned_route(
+    headers => sub { $_[0]{path} =~ m{^/t/} ? ('Cache-Tag' => 'tagged') : () }) });
 
 conf('%%TESTDIR%%/cache.bin size=8m');
 set_version(1);
@@ -77,16 +65,7 @@ $t->run();
 
 ###############################################################################
 
-sub get {
-    my ($uri) = @_;
-    my $r = parse_response(http_get($uri)) // { headers => {}, body => '' };
-    ($r->{ver}) = $r->{body} =~ / v=(\d+)$/;
-    $r->{ver} //= -1;
-    $r->{xc} = $r->{headers}{'x-cache'} // '';
-    return $r;
-}
-
-sub json_of { my ($r) = @_; $r && eval { decode_json($r->{body}) } }
+sub get { vget(@_) }
 
 sub purge {
     my ($body) = @_;
@@ -94,7 +73,7 @@ sub purge {
         headers => { 'Content-Type' => 'application/json' }))) // {};
 }
 
-sub status { json_of(parse_response(http_get('/status'))) // {} }
+sub status { status_json() }
 
 # 10 requests on new connections (both workers): all HIT with version $v.
 sub all_hit {

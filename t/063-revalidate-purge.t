@@ -18,11 +18,12 @@ use strict;
 use warnings;
 
 use Test::More;
-use JSON::PP qw/decode_json/;
+use JSON::PP ();
 use Time::HiRes qw/time sleep/;
 
 use lib 't/lib';
 use Test::Nginx;
+use Test::Pagespeed qw/purge_json status_json variants_of eventually/;
 
 my $t = Test::Nginx->new()->has(qw/http proxy/)->plan(58);
 
@@ -111,33 +112,9 @@ sub get {
     return parse_response(http_get($uri, headers => \%h)) // { headers => {}, body => '' };
 }
 
-sub json_of { my $r = shift; return eval { decode_json($r->{body}) } // {} }
+sub status { status_json() }
 
-sub status { json_of(get('/status')) }
-
-sub purge {
-    my ($body, %h) = @_;
-    my $r = parse_response(http_post('/purge', $body, headers => {
-        'Content-Type' => 'application/json', Authorization => 'Bearer s3cret', %h }))
-        // { headers => {}, body => '' };
-    return ($r, json_of($r));
-}
-
-sub variants_of {
-    my ($uri) = @_;
-    my @v = get("/status?url=$uri")->{body} =~ /"variant":"([^"]+)"/g;
-    return join ',', sort @v;
-}
-
-sub eventually {
-    my ($cond) = @_;
-    my $deadline = time() + 30 * Test::Nginx::timeout_scale();
-    while (time() < $deadline) {
-        return 1 if $cond->();
-        sleep 0.05;
-    }
-    return 0;
-}
+sub purge { purge_json(shift, headers => { Authorization => 'Bearer s3cret' }) }
 
 sub static_log { $t->read_file('static.log') // '' }
 

@@ -162,6 +162,8 @@ sub new {
 }
 
 sub testdir { $_[0]{_testdir} }
+# The object made last (helpers acting "on the current test", as start_origin does).
+sub current { $CURRENT }
 
 # TEST_NGINX_TIMEOUT_SCALE (>= 1): for a test's own waits, e.g. on background builds.
 sub timeout_scale { $SCALE }
