@@ -742,10 +742,14 @@ impl<'a> Req<'a> {
     /// Re-runs the request's phases from where it waited (a PRECONTENT handler that returned
     /// NGX_AGAIN), then whatever it posted.
     pub fn resume(&self) {
-        // SAFETY: r is live and waiting in its phases; c is its connection.
+        // The phases may finish the request and free it: its connection is read first (as
+        // nginx's cache lock wait handler does), and the request not touched afterwards.
+        let c = self.get().connection;
+        // SAFETY: r is live and waiting in its phases; c is its connection, which outlives
+        // the request's finalization within this call.
         unsafe {
             nginx_sys::ngx_http_core_run_phases(self.raw());
-            nginx_sys::ngx_http_run_posted_requests(self.get().connection);
+            nginx_sys::ngx_http_run_posted_requests(c);
         }
     }
 

@@ -27,8 +27,8 @@ use ngx_http_pagespeed_module::cache::CacheStatus;
 use ngx_http_pagespeed_module::http::meta::MetaView;
 use ngx_http_pagespeed_module::http::url::{custom_key, default_key, split_host, Url};
 use ngx_http_pagespeed_module::store::{
-    monotonic_ms, FreshnessCounter, Key, Lease, LeaseRequest, LeaseToken, Lookup, Release, Sink,
-    Store,
+    monotonic_ms, FreshnessCounter, Key, Lease, LeaseRequest, LeaseToken, Lookup, Release,
+    ScopeSet, Sink, Store,
 };
 use ngx_http_pagespeed_module::transform::builders::Job;
 use ngx_http_pagespeed_module::variant::{
@@ -426,8 +426,7 @@ fn lookup(rq: Req, store: &Store, ctx: &mut RequestCtx, key: Key, id: &Identity)
     // Whether the next request may wait for, or run, a fill: the lease.
     let scope = store.buckets().scopes_for(&id.url().id(), &[]);
     let lease = if lcf.lock == 1 {
-        let req = LeaseRequest::new(&scope, lcf.lock_timeout as u64);
-        match store.lease(&key, &req) {
+        match store.lease(&key, &lease_request(&scope, lcf)) {
             Ok(l) => l,
             Err(_) => Lease::Unavailable,
         }
@@ -633,18 +632,29 @@ fn wait(rq: Req, store: &Store, ctx: &mut RequestCtx) -> ngx_int_t {
         },
     };
     ctx.stage = Stage::Waiting { since_ms: since };
-    let waited = now - since;
-    let step = if waited < 10 {
-        1
-    } else if waited < 50 {
-        2
-    } else {
-        4
-    };
     rq.block(true);
     // SAFETY: the event was made by timer_event for this live request.
-    unsafe { arm(ev, step) };
+    unsafe { arm(ev, poll_step(now - since)) };
     AGAIN
+}
+
+/// Milliseconds until a waiter looks again: soon at first (most fills of a hot object are
+/// short), then less often.
+fn poll_step(waited_ms: u64) -> u64 {
+    match waited_ms {
+        0..10 => 1,
+        10..50 => 2,
+        _ => 4,
+    }
+}
+
+/// The lease a request of this location takes or looks at. It lasts twice the lock timeout
+/// unless released: waiters time out on their own clock first (and go to the origin without
+/// storing), and only a filler stuck longer than that is taken over by the next request, as
+/// nginx's `proxy_cache_lock_age` lets one more request through. A dead owner's lease is free
+/// at once (its pid).
+fn lease_request(scope: &ScopeSet, lcf: &LocConf) -> LeaseRequest {
+    LeaseRequest::new(scope, (lcf.lock_timeout as u64).saturating_mul(2))
 }
 
 /// A waiting request's timer: look again whether the fill it waits for is done (its lease
@@ -663,25 +673,20 @@ unsafe extern "C" fn wait_timer(ev: *mut ngx_event_t) {
         let lcf = rq.loc_conf();
         let held = identity(&rq, lcf).is_some_and(|(key, id)| {
             let scope = store.buckets().scopes_for(&id.url().id(), &[]);
-            let req = LeaseRequest::new(&scope, lcf.lock_timeout as u64);
-            matches!(store.lease_state(&key, &req), Ok(Lease::Held))
+            matches!(
+                store.lease_state(&key, &lease_request(&scope, lcf)),
+                Ok(Lease::Held)
+            )
         });
         if held {
             let Stage::Waiting { since_ms } = ctx.stage else {
                 return;
             };
-            if monotonic_ms().saturating_sub(since_ms) < lcf.lock_timeout as u64 {
-                let waited = monotonic_ms() - since_ms;
-                let step = if waited < 10 {
-                    1
-                } else if waited < 50 {
-                    2
-                } else {
-                    4
-                };
+            let waited = monotonic_ms().saturating_sub(since_ms);
+            if waited < lcf.lock_timeout as u64 {
                 rq.block(true);
                 // SAFETY: ev is this request's timer event.
-                unsafe { arm(ev, step) };
+                unsafe { arm(ev, poll_step(waited)) };
                 return;
             }
         }
