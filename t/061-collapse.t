@@ -22,14 +22,12 @@ use strict;
 use warnings;
 
 use Test::More;
-use IO::Select;
-use IO::Socket::INET;
-use JSON::PP qw/decode_json/;
 use POSIX ();
 use Time::HiRes qw/time sleep/;
 
 use lib 't/lib';
 use Test::Nginx;
+use Test::Pagespeed qw/:DEFAULT !set_version/;
 
 my $t = Test::Nginx->new()->has(qw/http proxy/)->plan(52);
 
@@ -86,23 +84,9 @@ EOF
 my $dir = $t->testdir;
 my $version = 0;
 
-sub set_version {
-    $version = shift;
-    open my $fh, '>', "$dir/version.tmp" or die $!;
-    print $fh $version;
-    close $fh;
-    rename "$dir/version.tmp", "$dir/version" or die $!;
-}
+sub set_version { $version = Test::Pagespeed::set_version(shift) }
 
-# How many requests for $path the origin has seen, this one included (the
-# harness logs a request before its handler runs).
-sub seen {
-    my ($path) = @_;
-    open my $fh, '<', "$dir/origin.log" or return 0;
-    my $n = 0;
-    while (<$fh>) { $n++ if m{^\S+ \Q$path\E(?:\?|$)} }
-    return $n;
-}
+sub seen { origin_seen($dir, shift) }
 
 # The version is read when the request arrives; X-Delay (passed through by
 # proxy_pass, not part of the cache key) then holds the response back.
@@ -151,128 +135,11 @@ $t->run();
 ###############################################################################
 # helpers
 
-sub json_of { my ($r) = @_; $r && eval { decode_json($r->{body}) } }
+sub purge { (purge_json(shift))[1] }
 
-sub purge {
-    my ($body) = @_;
-    my $r = parse_response(http_post('/purge', $body,
-        headers => { 'Content-Type' => 'application/json' }));
-    return json_of($r) // {};
-}
+sub status { status_json() }
 
-sub status { json_of(parse_response(http_get('/status'))) // {} }
-
-sub get {
-    my ($uri, %o) = @_;
-    my $start = time;
-    my $r = parse_response(http_get($uri, %o)) // { headers => {}, body => '' };
-    $r->{secs} = time - $start;
-    decorate($r);
-    return $r;
-}
-
-sub decorate {
-    my ($r) = @_;
-    ($r->{ver}) = ($r->{body} // '') =~ / v=(\d+)/;
-    ($r->{n}) = ($r->{body} // '') =~ / n=(\d+)/;
-    $r->{ver} //= -1;
-    $r->{n} //= -1;
-    $r->{xc} = $r->{headers}{'x-cache'} // '';
-    $r->{cs} = $r->{headers}{'x-cache-status'} // '';
-    $r->{worker} = $r->{headers}{'x-worker'} // '';
-    $r->{status} //= 0;
-    return $r;
-}
-
-# Opens $n connections and sends a GET on each without waiting for answers.
-sub start_clients {
-    my ($n, $uri, %h) = @_;
-    my @c;
-    for (1 .. $n) {
-        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-            PeerPort => port(8080), Proto => 'tcp', Timeout => 3);
-        my $start = time;
-        unless ($s) {
-            push @c, { start => $start, err => "connect: $@" };
-            next;
-        }
-        my $req = "GET $uri HTTP/1.0\r\nHost: localhost\r\n"
-            . join('', map { "$_: $h{$_}\r\n" } sort keys %h) . "\r\n";
-        syswrite($s, $req);
-        $s->blocking(0);
-        push @c, { sock => $s, start => $start, buf => '' };
-    }
-    return \@c;
-}
-
-# Reads every client's answer (bounded by $timeout seconds) until its
-# connection closes, or with until_done => 1 only until the whole response
-# has arrived (the connection stays open for a later call). Each gets done
-# (when the whole response had arrived), eof, secs (done - start) and the
-# parsed response fields of decorate().
-sub collect_clients {
-    my ($c, $timeout, %o) = @_;
-    my $deadline = time + $timeout;
-    my %by = map { fileno($_->{sock}) => $_ } grep { $_->{sock} } @$c;
-    my $sel = IO::Select->new(map { $_->{sock} } values %by);
-    my $pending = sub {
-        grep { !($o{until_done} ? $_->{done} : $_->{eof}) } values %by;
-    };
-    while ($pending->() && time < $deadline) {
-        for my $s ($sel->can_read(0.02)) {
-            my $cl = $by{fileno $s};
-            my $n = sysread($s, $cl->{buf}, 65536, length $cl->{buf});
-            next if !defined $n && ($!{EAGAIN} || $!{EWOULDBLOCK});
-            my $now = time;
-            if (!$n) {
-                $cl->{eof} = $now;
-                $sel->remove($s);
-                close $s;
-                delete $cl->{sock};
-            }
-            if (!$cl->{done} && $cl->{buf} =~ /\r\n\r\n/) {
-                my ($head, $body) = split /\r\n\r\n/, $cl->{buf}, 2;
-                my ($len) = $head =~ /^Content-Length:\s*(\d+)/mi;
-                $cl->{done} = $now
-                    if defined $len && length $body >= $len;
-            }
-        }
-    }
-    for my $cl (@$c) {
-        if ($cl->{sock} && !$o{until_done}) {
-            $cl->{timeout} = 1;
-            close $cl->{sock};
-            delete $cl->{sock};
-        }
-        $cl->{done} //= $cl->{eof} if length($cl->{buf} // '');
-        my $r = parse_response($cl->{buf}) // { headers => {}, body => '' };
-        %$cl = (%$cl, %$r);
-        decorate($cl);
-        $cl->{secs} = defined $cl->{done} ? $cl->{done} - $cl->{start} : 999;
-    }
-    return @$c;
-}
-
-sub burst {
-    my ($n, $uri, %h) = @_;
-    return collect_clients(start_clients($n, $uri, %h), 15);
-}
-
-sub wait_until {
-    my ($cond, $secs) = @_;
-    my $deadline = time + $secs;
-    sleep 0.01 until $cond->() || time > $deadline;
-    return $cond->();
-}
-
-sub count_of {
-    my ($field, @c) = @_;
-    my %n;
-    $n{$_->{$field}}++ for @c;
-    return join ' ', map { "$_=$n{$_}" } sort keys %n;
-}
-
-sub max_of { my $m = 0; $_ > $m and $m = $_ for @_; $m }
+sub get { vget(@_) }
 
 ###############################################################################
 # 1. a burst after a purge of a hot URL: one origin request

@@ -18,13 +18,16 @@ use strict;
 use warnings;
 
 use Exporter qw/import/;
+use IO::Select;
+use IO::Socket::INET;
 use JSON::PP qw/decode_json/;
-use Time::HiRes ();
+use Time::HiRes qw/time sleep/;
 
 use Test::Nginx;
 
 our @EXPORT = qw/set_version current_version versioned_route vget json_of purge_json
-    status_json variants_of eventually/;
+    status_json variants_of eventually origin_seen decorate start_clients collect_clients burst
+    wait_until count_of max_of/;
 
 sub _t { Test::Nginx->current or die "Test::Pagespeed: no Test::Nginx object yet\n" }
 
@@ -62,17 +65,29 @@ sub versioned_route {
     };
 }
 
-# GET (options as http_get's: headers => {...}, timeout => S); never undef. Adds `ver` (the
-# body's version, -1 if none) and `xc` (X-Cache, '' if none).
+# GET (options as http_get's: headers => {...}, timeout => S); never undef. Adds the fields
+# of decorate() and `secs` (how long it took).
 sub vget {
     my ($uri, %o) = @_;
+    my $start = time;
     my $r = parse_response(http_get($uri, %o))
         // { status => 0, headers => {}, body => '' };
-    ($r->{ver}) = $r->{body} =~ / v=(\d+)$/;
-    $r->{ver} //= -1;
-    $r->{xc} = $r->{headers}{'x-cache'} // '';
-    return $r;
+    $r->{secs} = time - $start;
+    return decorate($r);
 }
+
+# How many requests for $path the origin (start_origin's log in `dir`) has seen, a request
+# in progress included (the harness logs a request before its handler runs).
+sub origin_seen {
+    my ($dir, $path) = @_;
+    open my $fh, '<', "$dir/origin.log" or return 0;
+    my $n = 0;
+    while (<$fh>) { $n++ if m{^\S+ \Q$path\E(?:\?|$)} }
+    return $n;
+}
+
+# A response's fields for tests: `ver` (the body's " v=N", -1 if none), `n` (" n=N", the
+# origin's request count, -1), `xc` (X-Cache), `cs` (X-Cache-Status), `worker` (X-Worker).
 
 sub json_of {
     my ($r) = @_;
@@ -104,12 +119,115 @@ sub variants_of {
 # Polls `cond` until it holds or `seconds` (default 30, scaled under valgrind) pass.
 sub eventually {
     my ($cond, $seconds) = @_;
-    my $deadline = Time::HiRes::time() + ($seconds // 30) * Test::Nginx::timeout_scale();
-    while (Time::HiRes::time() < $deadline) {
+    my $deadline = time() + ($seconds // 30) * Test::Nginx::timeout_scale();
+    while (time() < $deadline) {
         return 1 if $cond->();
-        Time::HiRes::sleep(0.05);
+        sleep(0.05);
     }
     return 0;
 }
+
+sub decorate {
+    my ($r) = @_;
+    ($r->{ver}) = ($r->{body} // '') =~ / v=(\d+)/;
+    ($r->{n}) = ($r->{body} // '') =~ / n=(\d+)/;
+    $r->{ver} //= -1;
+    $r->{n} //= -1;
+    $r->{xc} = $r->{headers}{'x-cache'} // '';
+    $r->{cs} = $r->{headers}{'x-cache-status'} // '';
+    $r->{worker} = $r->{headers}{'x-worker'} // '';
+    $r->{status} //= 0;
+    return $r;
+}
+
+# Opens $n connections and sends a GET on each without waiting for answers.
+sub start_clients {
+    my ($n, $uri, %h) = @_;
+    my @c;
+    for (1 .. $n) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+            PeerPort => port(8080), Proto => 'tcp', Timeout => 3);
+        my $start = time;
+        unless ($s) {
+            push @c, { start => $start, err => "connect: $@" };
+            next;
+        }
+        my $req = "GET $uri HTTP/1.0\r\nHost: localhost\r\n"
+            . join('', map { "$_: $h{$_}\r\n" } sort keys %h) . "\r\n";
+        syswrite($s, $req);
+        $s->blocking(0);
+        push @c, { sock => $s, start => $start, buf => '' };
+    }
+    return \@c;
+}
+
+# Reads every client's answer (bounded by $timeout seconds) until its
+# connection closes, or with until_done => 1 only until the whole response
+# has arrived (the connection stays open for a later call). Each gets done
+# (when the whole response had arrived), eof, secs (done - start) and the
+# parsed response fields of decorate().
+sub collect_clients {
+    my ($c, $timeout, %o) = @_;
+    my $deadline = time + $timeout;
+    my %by = map { fileno($_->{sock}) => $_ } grep { $_->{sock} } @$c;
+    my $sel = IO::Select->new(map { $_->{sock} } values %by);
+    my $pending = sub {
+        grep { !($o{until_done} ? $_->{done} : $_->{eof}) } values %by;
+    };
+    while ($pending->() && time < $deadline) {
+        for my $s ($sel->can_read(0.02)) {
+            my $cl = $by{fileno $s};
+            my $n = sysread($s, $cl->{buf}, 65536, length $cl->{buf});
+            next if !defined $n && ($!{EAGAIN} || $!{EWOULDBLOCK});
+            my $now = time;
+            if (!$n) {
+                $cl->{eof} = $now;
+                $sel->remove($s);
+                close $s;
+                delete $cl->{sock};
+            }
+            if (!$cl->{done} && $cl->{buf} =~ /\r\n\r\n/) {
+                my ($head, $body) = split /\r\n\r\n/, $cl->{buf}, 2;
+                my ($len) = $head =~ /^Content-Length:\s*(\d+)/mi;
+                $cl->{done} = $now
+                    if defined $len && length $body >= $len;
+            }
+        }
+    }
+    for my $cl (@$c) {
+        if ($cl->{sock} && !$o{until_done}) {
+            $cl->{timeout} = 1;
+            close $cl->{sock};
+            delete $cl->{sock};
+        }
+        $cl->{done} //= $cl->{eof} if length($cl->{buf} // '');
+        my $r = parse_response($cl->{buf}) // { headers => {}, body => '' };
+        %$cl = (%$cl, %$r);
+        decorate($cl);
+        $cl->{secs} = defined $cl->{done} ? $cl->{done} - $cl->{start} : 999;
+    }
+    return @$c;
+}
+
+sub burst {
+    my ($n, $uri, %h) = @_;
+    return collect_clients(start_clients($n, $uri, %h), 15);
+}
+
+sub wait_until {
+    my ($cond, $secs) = @_;
+    my $deadline = time + $secs;
+    sleep 0.01 until $cond->() || time > $deadline;
+    return $cond->();
+}
+
+sub count_of {
+    my ($field, @c) = @_;
+    my %n;
+    $n{$_->{$field}}++ for @c;
+    return join ' ', map { "$_=$n{$_}" } sort keys %n;
+}
+
+sub max_of { my $m = 0; $_ > $m and $m = $_ for @_; $m }
 
 1;
