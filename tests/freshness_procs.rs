@@ -1137,7 +1137,9 @@ fn a_refresh_that_started_before_a_hard_purge_never_revives_the_entry() {
 /// Free-running: workers commit originals and variants, refresh them with tickets taken a
 /// little earlier, look them up and hard-purge them, each bounded in operations. Every answer
 /// is checked against the purges that had returned (in any process) before it was asked for:
-/// no hit older than such a purge, no refresh or commit with an older ticket stored.
+/// no hit older than such a purge (by its stamp, or by the ticket its bytes were stored with:
+/// a refresh never revives bytes a purge covered), no refresh or commit with an older ticket
+/// stored.
 #[test]
 fn refreshes_commits_and_hard_purges_racing_in_many_processes_never_revive_purged_entries() {
     let _serial = serial();
@@ -1155,11 +1157,13 @@ fn refreshes_commits_and_hard_purges_racing_in_many_processes_never_revive_purge
     let look = move |k: usize, d: u32, at_least: u64, why: &str| match find(store_ref, k, d) {
         Ok(Some(f)) => {
             board_ref.add(COUNT + 5);
-            if f.stamp < at_least {
+            // Its stamp (the last fill or refresh ticket) and its bytes (whose version is
+            // the ticket they were stored with) must both be newer than the purge.
+            if f.stamp < at_least || f.version < at_least {
                 board_ref.fail(format!(
-                    "{why}: key {k} descriptor {d} found with stamp {} after a purge to \
-                     {at_least} returned: {f:?}",
-                    f.stamp
+                    "{why}: key {k} descriptor {d} found with stamp {}, bytes of ticket {}, \
+                     after a purge to {at_least} returned: {f:?}",
+                    f.stamp, f.version
                 ));
             }
         }
@@ -1181,8 +1185,17 @@ fn refreshes_commits_and_hard_purges_racing_in_many_processes_never_revive_purge
                     match rng.below(10) {
                         0..=3 => {
                             let before = covered(k);
-                            for d in [ORIGINAL, VARIANT] {
-                                match commit(store_ref, ticket, k, d, n, "original") {
+                            // One alternate or both: an original stored alone after a
+                            // lazy purge, then refreshed, must not bring back the purged
+                            // variant it finds beside it.
+                            let both = [ORIGINAL, VARIANT];
+                            let which = match rng.below(3) {
+                                0 => &both[..1],
+                                1 => &both[1..],
+                                _ => &both[..],
+                            };
+                            for &d in which {
+                                match commit(store_ref, ticket, k, d, ticket.stamp, "original") {
                                     CommitOutcome::Stored => {
                                         board_ref.add(COUNT + 3);
                                         if before > ticket.stamp {
@@ -1279,10 +1292,83 @@ fn refreshes_commits_and_hard_purges_racing_in_many_processes_never_revive_purge
     for k in 0..NK {
         for d in [ORIGINAL, VARIANT] {
             if let Some(f) = find(&store, k, d).unwrap() {
-                assert!(f.stamp >= covered(k), "key {k}: {f:?}");
+                assert!(f.stamp.min(f.version) >= covered(k), "key {k}: {f:?}");
             }
         }
     }
+    assert_store_sound(&store);
+}
+
+/// Runs `f` in a child and waits for it; its error fails the test.
+fn in_child(board: &Board, what: &str, f: impl FnOnce() -> Result<(), String>) {
+    let mut c = spawn(|| match f() {
+        Ok(()) => 0,
+        Err(e) => {
+            board.fail(format!("{what}: {e}"));
+            1
+        }
+    });
+    assert_eq!(c.wait(STEP), Exit::Code(0), "{what}: {}", board.report());
+}
+
+/// Step by step, each step in its own process: X stores an original and its variant, P
+/// hard-purges them, Y stores a new original, R refreshes it with a ticket from after the
+/// purge. The variant the purge covered is dropped, not refreshed back to life beside it.
+#[test]
+fn a_refresh_never_brings_back_a_variant_another_processs_purge_covered() {
+    let _serial = serial();
+    let store = anon(4 << 20);
+    let board = Board::new(1, "refresh-drops");
+    let s = &store;
+    for (i, &scope) in SCOPES.iter().enumerate() {
+        let k = 20 + i;
+        in_child(&board, &format!("{scope:?}: X"), || {
+            let t = s.begin_fill();
+            for d in [ORIGINAL, VARIANT] {
+                let out = commit(s, t, k, d, 1, "x");
+                if out != CommitOutcome::Stored {
+                    return Err(format!("descriptor {d}: {out:?}"));
+                }
+            }
+            Ok(())
+        });
+        in_child(&board, &format!("{scope:?}: P"), || {
+            purge(s, scope, k, false)
+                .map(|_| ())
+                .map_err(|f| f.to_string())
+        });
+        in_child(&board, &format!("{scope:?}: Y"), || {
+            match commit(s, s.begin_fill(), k, ORIGINAL, 2, "y") {
+                CommitOutcome::Stored => Ok(()),
+                out => Err(format!("{out:?}")),
+            }
+        });
+        in_child(&board, &format!("{scope:?}: R"), || {
+            let t = s.begin_fill();
+            let r = refresh(s, t, k, 1);
+            if r != (Refresh::Refreshed { kept: 1 }) {
+                return Err(format!("refresh {r:?}"));
+            }
+            if let Some(f) = find(s, k, VARIANT)? {
+                return Err(format!("the purged variant came back: {f:?}"));
+            }
+            match find(s, k, ORIGINAL)? {
+                Some(f) if (f.version, f.stamp, f.state) == (2, t.stamp, PurgeState::Current) => {
+                    Ok(())
+                }
+                other => Err(format!("original {other:?}")),
+            }
+        });
+        assert!(find(&store, k, VARIANT).unwrap().is_none(), "{scope:?}");
+        assert_eq!(
+            find(&store, k, ORIGINAL).unwrap().map(|f| f.version),
+            Some(2),
+            "{scope:?}"
+        );
+        let listed = store.alternates(&key(k)).unwrap();
+        assert_eq!(listed.len(), 1, "{scope:?}: {listed:?}");
+    }
+    board.assert_clean();
     assert_store_sound(&store);
 }
 
@@ -1354,6 +1440,11 @@ fn a_replace_in_one_process_drops_every_alternate_for_all_processes() {
                     let out = replace(store_ref, store_ref.begin_fill(), k, 2);
                     if out != CommitOutcome::Stored {
                         board_ref.fail(format!("replace: {out:?}"));
+                    }
+                    // Gone at once, not only invalid (before any lookup could drop them).
+                    match store_ref.alternates(&key(k)) {
+                        Ok(a) if a.len() == 1 && a[0].descriptor == ORIGINAL => {}
+                        other => board_ref.fail(format!("right after the replace: {other:?}")),
                     }
                     board_ref.set(REPLACED, 1);
                 }
