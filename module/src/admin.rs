@@ -339,7 +339,11 @@ fn answer_revalidated(rq: Req) -> ngx_int_t {
                 json!({ "stale": stale, "urls": [listed] }),
             )
         }
-        Some(Outcome::Answer { replay, .. }) => {
+        Some(Outcome::Mismatch) | Some(Outcome::Answer { .. }) => {
+            let replay = match outcome {
+                Some(Outcome::Answer { replay, .. }) => replay,
+                _ => None,
+            };
             // The URL answers something other than stored bytes now (gone, moved, not
             // storable): the old entry and its variants must go.
             let origin_status = replay

@@ -416,6 +416,8 @@ fn lookup(rq: Req, store: &Store, ctx: &mut RequestCtx, key: Key, id: &Identity)
             }
         }
     }
+    // A 304 that did not confirm the stored bytes: refill as if revalidation were off.
+    let unconditional = matches!(outcome, Some(Outcome::Mismatch));
     if let Some(Outcome::Answer { failure, replay }) = outcome {
         return answered(rq, store, ctx, failure, replay);
     }
@@ -449,7 +451,7 @@ fn lookup(rq: Req, store: &Store, ctx: &mut RequestCtx, key: Key, id: &Identity)
         }
     };
     if let Some(found) = stale_found {
-        if lcf.revalidate == 1 {
+        if lcf.revalidate == 1 && !unconditional {
             return revalidate(rq, store, ctx, key, id, found, token, now);
         }
     }

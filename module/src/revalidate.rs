@@ -46,6 +46,9 @@ pub enum Outcome {
     /// A hard purge since the revalidation started, or the entry went meanwhile: nothing
     /// was stored; look up (and fill) afresh.
     Gone,
+    /// A 304 about another representation (its strong ETag is not the stored one): nothing
+    /// was updated; refill without conditionals.
+    Mismatch,
     /// The origin's answer, to give the client as it is: not about the stored bytes, or not
     /// storable. `failure` says whether it counts as an origin error (stale-if-error).
     Answer {
@@ -167,6 +170,7 @@ pub fn header(rq: Req, rev: &mut Revalidation) {
             }
         }
         Verdict::Changed | Verdict::Other => rev.replay_meta = replay_meta(&resp, now),
+        Verdict::Mismatch => report(rev, store, Outcome::Mismatch, Release::Done),
     }
 }
 

@@ -60,6 +60,9 @@ pub enum Verdict {
     ByDigest,
     /// Any other status: not an answer about the stored bytes (an error, a redirect).
     Other,
+    /// A 304 whose strong ETag is not the stored one: it is about another representation
+    /// and must not update this one (RFC 9111 4.3.4); the entry is refilled unconditionally.
+    Mismatch,
 }
 
 fn strong(etag: &[u8]) -> bool {
@@ -69,7 +72,15 @@ fn strong(etag: &[u8]) -> bool {
 /// The verdict from the answer's status and headers.
 pub fn verdict(v: &Validators, status: u16, etag: Option<&[u8]>) -> Verdict {
     match status {
-        304 => Verdict::Unchanged,
+        304 => match etag {
+            Some(b)
+                if strong(b)
+                    && v.etag.as_deref().map(<[u8]>::trim_ascii) != Some(b.trim_ascii()) =>
+            {
+                Verdict::Mismatch
+            }
+            _ => Verdict::Unchanged,
+        },
         200 => match (&v.etag, etag) {
             (Some(a), Some(b)) if strong(a) && a.trim_ascii() == b.trim_ascii() => {
                 Verdict::Unchanged
@@ -300,6 +311,13 @@ mod tests {
     fn answers_are_judged_by_status_strong_etag_then_bytes() {
         let v = Validators::of(&MetaView::parse(&stored(&[("ETag", "\"v1\"")])).unwrap());
         assert_eq!(verdict(&v, 304, None), Verdict::Unchanged);
+        assert_eq!(verdict(&v, 304, Some(b"\"v1\"")), Verdict::Unchanged);
+        assert_eq!(
+            verdict(&v, 304, Some(b"\"v2\"")),
+            Verdict::Mismatch,
+            "a 304 about another representation updates nothing"
+        );
+        assert_eq!(verdict(&v, 304, Some(b"W/\"v2\"")), Verdict::Unchanged);
         assert_eq!(verdict(&v, 200, Some(b"\"v1\"")), Verdict::Unchanged);
         assert_eq!(verdict(&v, 200, Some(b"\"v2\"")), Verdict::ByDigest);
         assert_eq!(verdict(&v, 200, None), Verdict::ByDigest);

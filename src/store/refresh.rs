@@ -136,6 +136,7 @@ impl Store {
         let epoch = self.seg.header().open_epoch.load(Relaxed);
         let b = self.buckets();
         let mut outcome = CommitOutcome::Fenced;
+        let mut soft_since = false;
         let purged = self.purge_with(PurgeCounter::Changed, false, |c| {
             self.with_shard(self.shard_of(key), |sh| {
                 let view = ScopeView::parse(&scope).ok_or(Corrupt)?;
@@ -144,6 +145,9 @@ impl Store {
                     sh.count(ShardCounter::Fenced);
                     return Ok(0);
                 }
+                // The new record is stamped with this replacement's clock, past any soft purge
+                // since the ticket: such a purge is issued again below, or it would be lost.
+                soft_since = self.scope_purged(&view, ticket.stamp, clock, true);
                 self.bump(Table::UrlHard, b.url(url), c);
                 for t in dependents {
                     self.bump(Table::TagHard, b.tag(t), c);
@@ -167,9 +171,17 @@ impl Store {
                 Ok(deleted)
             })
         });
-        match purged {
-            Ok(_) => outcome,
-            Err(f) => CommitOutcome::Fault(f),
+        if let Err(f) = purged {
+            return CommitOutcome::Fault(f);
         }
+        if soft_since && outcome == CommitOutcome::Stored {
+            // A soft purge covering the key landed while the origin was asked: the bytes it
+            // answered may predate it, so the new original is stale at once (the URL's soft
+            // bucket passes its stamp) and the next request revalidates it.
+            if let Err(f) = self.purge_url(std::slice::from_ref(url), &[], &[], true) {
+                return CommitOutcome::Fault(f);
+            }
+        }
+        outcome
     }
 }

@@ -303,3 +303,34 @@ fn a_replace_is_fenced_by_a_hard_purge_since_its_ticket() {
     );
     assert_eq!(find(&s, "/a", ORIGINAL), None);
 }
+
+#[test]
+fn a_soft_purge_since_a_replace_started_leaves_the_new_original_stale() {
+    let s = anon();
+    let t0 = s.begin_fill();
+    put(&s, t0, "/a", ORIGINAL, b"m", b"v1");
+    let fill = s.begin_fill();
+    // The origin was asked; then a soft purge; then its answer (other bytes) arrives.
+    s.purge_url(&[url("/a")], &[], &[], true).unwrap();
+    let scopes = s.buckets().scopes_for(&url("/a"), &[]);
+    let alt = Alternate {
+        descriptor: ORIGINAL,
+        scopes: &scopes,
+        meta: b"m",
+        body: b"v2",
+    };
+    assert_eq!(
+        s.replace(fill, &key("/a"), &url("/a"), &[], &alt),
+        CommitOutcome::Stored
+    );
+    let (state, _, body) = find(&s, "/a", ORIGINAL).unwrap();
+    assert_eq!(body, b"v2");
+    assert_eq!(state, PurgeState::SoftPurged, "the soft purge is not lost");
+    // Without a soft purge in between, the replacement is current.
+    let fill = s.begin_fill();
+    assert_eq!(
+        s.replace(fill, &key("/a"), &url("/a"), &[], &alt),
+        CommitOutcome::Stored
+    );
+    assert_eq!(find(&s, "/a", ORIGINAL).unwrap().0, PurgeState::Current);
+}
