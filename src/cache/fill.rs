@@ -128,7 +128,8 @@ pub fn prepare(
     let meta = StoredMeta {
         status: resp.status,
         stored_at: now,
-        expires_at: now.saturating_add(lifetime as i64),
+        // A lifetime over i64::MAX (max-age=18446744073709551615) must not wrap to the past.
+        expires_at: now.saturating_add(i64::try_from(lifetime).unwrap_or(i64::MAX)),
         last_modified: resp.last_modified.unwrap_or(-1),
         age: facts.age.min(u32::MAX as u64) as u32,
         content_type: resp.content_type.to_vec(),
@@ -317,6 +318,20 @@ mod tests {
             prep(&[("Age", "\u{fffd}")], &none).map(|p| p.kind),
             Ok(SourceKind::Text)
         );
+    }
+
+    #[test]
+    fn a_lifetime_beyond_i64_stays_in_the_future() {
+        // From fuzzing (fuzz/src/bin/headers.rs asserts it): `lifetime as i64` wrapped a huge
+        // max-age to a negative number, so the entry was stored already expired.
+        let none = |_: &str| None;
+        for cc in [
+            "max-age=18446744073709551615",
+            "s-maxage=9223372036854775808",
+        ] {
+            let p = prep(&[("Cache-Control", cc)], &none).unwrap();
+            assert_eq!(p.meta.expires_at, i64::MAX, "{cc}");
+        }
     }
 
     #[test]

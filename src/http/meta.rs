@@ -150,7 +150,10 @@ impl StoredMeta {
 
     /// Seconds the entry has been in caches: the origin's Age plus our residence time.
     pub fn age_at(&self, now: i64) -> i64 {
-        (now - self.stored_at).max(0) + self.age as i64
+        // Saturating: the times come from a file another process (or a crash) wrote.
+        now.saturating_sub(self.stored_at)
+            .max(0)
+            .saturating_add(self.age as i64)
     }
 }
 
@@ -233,7 +236,10 @@ impl<'a> MetaView<'a> {
 
     /// Seconds the entry has been in caches: the origin's Age plus our residence time.
     pub fn age_at(&self, now: i64) -> i64 {
-        (now - self.stored_at).max(0) + self.age as i64
+        // Saturating: the times come from a file another process (or a crash) wrote.
+        now.saturating_sub(self.stored_at)
+            .max(0)
+            .saturating_add(self.age as i64)
     }
 }
 
@@ -321,6 +327,28 @@ mod tests {
         for cut in 0..e.len() {
             assert!(MetaView::parse(&e[..cut]).is_none());
         }
+    }
+
+    #[test]
+    fn ages_of_damaged_times_saturate() {
+        // From fuzzing (fuzz/src/bin/meta.rs asserts it): a stored_at far in the past, as a
+        // damaged record may hold, overflowed `now - stored_at`.
+        let m = StoredMeta {
+            stored_at: i64::MIN,
+            age: u32::MAX,
+            ..sample()
+        };
+        let e = m.encode().unwrap();
+        let v = MetaView::parse(&e).unwrap();
+        for now in [0, 1_700_000_000, i64::MAX] {
+            assert_eq!(m.age_at(now), i64::MAX);
+            assert_eq!(v.age_at(now), i64::MAX);
+        }
+        let future = StoredMeta {
+            stored_at: i64::MAX,
+            ..sample()
+        };
+        assert_eq!(future.age_at(i64::MIN), 3);
     }
 
     #[test]

@@ -1,0 +1,2 @@
+//! `libfuzzer_sys::arbitrary`, without libFuzzer (see Cargo.toml).
+pub use arbitrary;
