@@ -3,7 +3,7 @@
 
 use super::*;
 
-fn anon(size: u64) -> Store {
+pub(super) fn anon(size: u64) -> Store {
     Store::open(&StoreConfig {
         backing: Backing::Anonymous,
         size,
@@ -12,7 +12,7 @@ fn anon(size: u64) -> Store {
     .unwrap()
 }
 
-fn url(path: &str) -> UrlId<'_> {
+pub(super) fn url(path: &str) -> UrlId<'_> {
     UrlId {
         scheme: "https",
         host: "example.com",
@@ -20,7 +20,7 @@ fn url(path: &str) -> UrlId<'_> {
     }
 }
 
-fn key(path: &str) -> Key {
+pub(super) fn key(path: &str) -> Key {
     Key::derive(&[b"https", b"example.com", path.as_bytes()])
 }
 

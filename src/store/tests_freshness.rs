@@ -3,25 +3,10 @@
 
 use super::*;
 
+use super::tests::{key, url};
+
 fn anon() -> Store {
-    Store::open(&StoreConfig {
-        backing: Backing::Anonymous,
-        size: 4 << 20,
-        max_object: 0,
-    })
-    .unwrap()
-}
-
-fn url(path: &str) -> UrlId<'_> {
-    UrlId {
-        scheme: "https",
-        host: "example.com",
-        path,
-    }
-}
-
-fn key(path: &str) -> Key {
-    Key::derive(&[b"https", b"example.com", path.as_bytes()])
+    super::tests::anon(4 << 20)
 }
 
 fn put(s: &Store, t: FillTicket, path: &str, desc: u32, meta: &[u8], body: &[u8]) -> CommitOutcome {
