@@ -3,6 +3,8 @@
 //! filters below consume the buffers — and the last buffer commits it with the fill ticket
 //! taken at lookup time. Also RFC 9111 invalidation after an unsafe method.
 
+use std::cell::RefCell;
+
 use nginx_sys::{
     ngx_chain_t, ngx_conf_t, ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt,
     ngx_http_request_t, ngx_int_t, NGX_LOG_WARN,
@@ -64,20 +66,70 @@ impl Fill {
 
 /// What a lease's pool cleanup needs.
 struct HeldLease {
+    request: usize,
     key: Key,
     token: LeaseToken,
 }
 
+thread_local! {
+    /// The leases this worker's requests hold until they end, by request. An internal
+    /// redirect (`error_page`, `try_files` to a named location) clears a request's context
+    /// but not the lease its first lookup took: the lookup in the location it lands in finds
+    /// its own lease here instead of waiting on itself. Only the event loop's thread uses it.
+    static HELD: RefCell<Vec<(usize, Key, LeaseToken)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The lease this request already holds on `key`, if any.
+pub fn own_lease(rq: Req, key: &Key) -> Option<LeaseToken> {
+    let r = rq.raw() as usize;
+    HELD.with(|h| {
+        h.borrow()
+            .iter()
+            .find(|(req, k, _)| *req == r && k == key)
+            .map(|&(_, _, t)| t)
+    })
+}
+
 /// Releases `token` on `key` when the request ends, whatever happened to it (a client gone, an
 /// upstream error, a fill abandoned): waiters never wait for the full timeout after a failed
-/// fill. Releasing what was already released, or taken over, changes nothing.
+/// fill. Releasing what was already released, or taken over, changes nothing; a lease already
+/// registered for this request is not registered twice.
 pub fn release_on_cleanup(rq: Req, key: &Key, token: Option<LeaseToken>) {
     let Some(token) = token else { return };
-    rq.on_cleanup(HeldLease { key: *key, token }, |h: &mut HeldLease| {
+    let request = rq.raw() as usize;
+    let known = HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        let known = h
+            .iter()
+            .any(|&(r, k, t)| r == request && k == *key && t == token);
+        if !known {
+            h.push((request, *key, token));
+        }
+        known
+    });
+    if known {
+        return;
+    }
+    let held = HeldLease {
+        request,
+        key: *key,
+        token,
+    };
+    let registered = rq.on_cleanup(held, |h: &mut HeldLease| {
+        HELD.with(|held| {
+            held.borrow_mut()
+                .retain(|&(r, k, t)| !(r == h.request && k == h.key && t == h.token))
+        });
         if let Some(store) = store() {
             let _ = store.release_lease(&h.key, h.token, Release::Done);
         }
     });
+    if !registered {
+        HELD.with(|h| {
+            h.borrow_mut()
+                .retain(|&(r, _, t)| !(r == request && t == token))
+        });
+    }
 }
 
 /// A storable response on its way to the client: what will be committed, and the body so far.

@@ -427,7 +427,11 @@ fn lookup(rq: Req, store: &Store, ctx: &mut RequestCtx, key: Key, id: &Identity)
     });
     // Whether the next request may wait for, or run, a fill: the lease.
     let scope = store.buckets().scopes_for(&id.url().id(), &[]);
-    let lease = if lcf.lock == 1 {
+    // After an internal redirect this request may hold the key's lease already.
+    let own = fill::own_lease(rq, &key);
+    let lease = if let Some(t) = own {
+        Lease::Acquired(t)
+    } else if lcf.lock == 1 {
         match store.lease(&key, &lease_request(&scope, lcf)) {
             Ok(l) => l,
             Err(_) => Lease::Unavailable,
