@@ -406,6 +406,11 @@ impl Shard<'_> {
             }
             let head = self.hdr.head.load(Relaxed);
             let tail = self.hdr.tail.load(Relaxed);
+            // A damaged header (found by fuzz/src/bin/segment.rs): offsets past the arena
+            // would underflow below and index out of it.
+            if head > a || tail > a || ring > a {
+                return Err(Corrupt);
+            }
             if ring == 0 || head > tail {
                 if a - head >= len {
                     self.hdr.head.store(head + len, Relaxed);

@@ -124,7 +124,11 @@ impl Segment {
         let seg = Segment::map(file, layout)?;
         // Generations only grow, even through a reinitialization: keep the old clock when the
         // header still says what it was, else start above any counter it can have reached.
-        let floor = || seg.readable_clock().unwrap_or_else(wall_clock_floor);
+        let floor = || {
+            seg.readable_clock()
+                .filter(|&c| c <= MAX_CLOCK)
+                .unwrap_or_else(wall_clock_floor)
+        };
         let opened = match reason {
             None => {
                 seg.initialize(0)?;
@@ -298,6 +302,33 @@ impl Segment {
         if !same || h.layout_check != l.check_value() {
             return Err("layout mismatch or corrupt header".into());
         }
+        // Purges are serialized and publish the clock after their table writes, so no stamp
+        // exceeds the clock by more than one (a purger that died before publishing, which
+        // `repair_unpublished` completes). A higher one is damage that would fence every fill
+        // of its scope for good: found by fuzz/src/bin/segment.rs.
+        let clock = h.purge_clock.load(Ordering::Acquire);
+        if clock > MAX_CLOCK {
+            return Err("purge clock out of range".into());
+        }
+        let top = clock + 1;
+        let tables = [
+            Table::UrlHard,
+            Table::UrlSoft,
+            Table::PrefixHard,
+            Table::PrefixSoft,
+            Table::TagHard,
+            Table::TagSoft,
+        ];
+        if h.flush_hard.load(Ordering::Relaxed) > top
+            || h.flush_soft.load(Ordering::Relaxed) > top
+            || tables.iter().any(|&t| {
+                self.table(t)
+                    .iter()
+                    .any(|b| b.load(Ordering::Relaxed) > top)
+            })
+        {
+            return Err("purge stamps above the purge clock".into());
+        }
         Ok(())
     }
 
@@ -351,6 +382,10 @@ impl Segment {
         }
     }
 }
+
+/// Above any clock a segment can reach (a wall-clock floor in microseconds gets here in
+/// 146,000 years): a higher one is damage, and `clock + 1` must never overflow.
+const MAX_CLOCK: u64 = 1 << 62;
 
 /// Microseconds since the epoch: above any count of purges a lost file can have reached.
 fn wall_clock_floor() -> u64 {
