@@ -711,6 +711,19 @@ impl<'a> Req<'a> {
         true
     }
 
+    /// Finalizes the request with `rc` and runs what its connection posted: for a handler
+    /// that returned NGX_DONE and answers later from a timer. The view must not be used after.
+    pub fn finalize_from_timer(self, rc: ngx_int_t) {
+        let r = self.raw();
+        // SAFETY: r is live until finalized; its connection outlives the request and is read
+        // before the request may be freed.
+        unsafe {
+            let c = (*r).connection;
+            nginx_sys::ngx_http_finalize_request(r, rc);
+            nginx_sys::ngx_http_run_posted_requests(c);
+        }
+    }
+
     /// References held on the main request (subrequests, body reading, timers of ours).
     pub fn main_count(&self) -> u32 {
         // SAFETY: the main request of a live request is live.

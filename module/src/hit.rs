@@ -116,6 +116,8 @@ pub struct RequestCtx {
     pub purge_first: Option<(Key, Url, usize)>,
     /// The timer of a wait for another request's fill.
     wait_timer: Option<*mut ngx_event_t>,
+    /// A fleet purge waiting for its receipts.
+    pub fleet: Option<super::fleet::Waiting>,
 }
 
 impl RequestCtx {
@@ -131,6 +133,7 @@ impl RequestCtx {
             revalidation: None,
             purge_first: None,
             wait_timer: None,
+            fleet: None,
         }
     }
 }
@@ -326,6 +329,10 @@ fn precontent(rq: Req) -> ngx_int_t {
         ctx.stage = Stage::Done;
         return DECLINED;
     };
+    if super::fleet::fenced(store) {
+        // Not confirmed caught up with the fleet's purges: nothing from the cache.
+        return origin_only(rq, ctx, CacheStatus::Bypass);
+    }
     lookup(rq, store, ctx, key, &id)
 }
 

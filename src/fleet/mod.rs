@@ -2,10 +2,12 @@
 //! written to and read from a stream entry, the per-node state the appliers publish, how a
 //! publisher merges it into receipts, and when a node must fence itself.
 
+pub mod applier;
 pub mod client;
 pub mod config;
 pub mod entry;
 pub mod receipt;
+pub mod status;
 
 pub use config::{Config, Tier};
 pub use entry::{decode, encode, options, Options};
