@@ -105,6 +105,7 @@ fn try_lock(path: &std::path::Path) -> Option<File> {
 fn run(store: &Store, cfg: &Config, lock: &std::path::Path, stop: &AtomicBool, log: &LogLine) {
     let mut fence = Fence {
         last_tick: unix_ms(),
+        prev_confirmed: store.fleet_confirmed_ms(),
         fenced: false,
     };
     while !stop.load(Ordering::Acquire) {
@@ -128,28 +129,35 @@ fn run(store: &Store, cfg: &Config, lock: &std::path::Path, stop: &AtomicBool, l
 
 struct Fence {
     last_tick: u64,
+    prev_confirmed: u64,
     fenced: bool,
 }
 
 impl Fence {
-    /// Adds the time since the last call to the self-fenced total while the node is fenced,
-    /// and logs when it becomes fenced and when it is caught up again.
+    /// Adds to the self-fenced total the part of the time since the last call during which
+    /// the node was fenced by the confirmation it had then (a blocking read can span the
+    /// whole episode), and logs when it becomes fenced and when it is caught up again.
     fn account(&mut self, store: &Store, cfg: &Config, log: &LogLine) {
         let now = unix_ms();
-        let confirmed = store.fleet_confirmed_ms();
-        let fenced = self_fenced(now, confirmed, cfg.max_lag.as_millis() as u64);
-        if fenced {
-            store.add_fleet_counter(FleetCounter::FencedMs, now.saturating_sub(self.last_tick));
+        let max_lag = cfg.max_lag.as_millis() as u64;
+        let fenced_from = if self.prev_confirmed == 0 {
+            self.last_tick
+        } else {
+            self.prev_confirmed + max_lag
+        };
+        let start = self.last_tick.max(fenced_from);
+        if now > start {
+            store.add_fleet_counter(FleetCounter::FencedMs, now - start);
         }
+        let confirmed = store.fleet_confirmed_ms();
+        let fenced = self_fenced(now, confirmed, max_lag);
         if fenced != self.fenced {
             if fenced && confirmed != 0 {
                 log(
                     "error",
                     &format!(
                         "pagespeed fleet: node \"{}\" self-fenced: not confirmed caught up with stream \"{}\" for over {} ms; serving no hits until it is",
-                        cfg.node,
-                        cfg.stream,
-                        cfg.max_lag.as_millis()
+                        cfg.node, cfg.stream, max_lag
                     ),
                 );
             } else if !fenced {
@@ -163,6 +171,7 @@ impl Fence {
             }
         }
         self.fenced = fenced;
+        self.prev_confirmed = confirmed;
         self.last_tick = now;
     }
 }
