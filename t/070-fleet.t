@@ -14,6 +14,7 @@ use warnings;
 use Test::More;
 use JSON::PP qw/decode_json encode_json/;
 use Time::HiRes qw/sleep time/;
+use FindBin;
 
 use lib 't/lib';
 use Test::Nginx;
@@ -191,6 +192,20 @@ ok(!grep({ cmp_id($j->{nodes}{$_}{applied}, $j->{seq}) < 0 } keys %{$j->{nodes} 
 is($j->{scope}, 'url', 'the local receipt fields are there');
 ok(!grep({ !never_older($_, '/a', 2) } @nodes),
     'after the receipt no node serves the old bytes');
+
+# The command-line tool publishes the same entry and prints the receipts.
+SKIP: {
+    my $tool = "$FindBin::Bin/../target/release/pagespeed-purge";
+    skip 'pagespeed-purge not built (cargo build --release -p pagespeed-purge)', 2
+        unless -x $tool;
+    set_version(5);
+    my $out = `$tool redis://127.0.0.1:$redis_port --host localhost '{"url": "/a"}'`;
+    is($? >> 8, 0, 'pagespeed-purge: every node applied it');
+    my $tj = eval { decode_json($out) } // {};
+    is_deeply([sort keys %{$tj->{nodes} // {}}], [qw/edge-1 edge-2 edge-3/],
+        'pagespeed-purge prints three receipts');
+    set_version(2);
+}
 
 # 2. A node stopped while purges are published serves none of them when it
 # starts again, before and after it caught up.
