@@ -18,7 +18,9 @@ use super::log::{guard, line};
 use ngx_http_pagespeed_module::fleet::applier::{lock_path, Applier};
 use ngx_http_pagespeed_module::fleet::client::Client;
 use ngx_http_pagespeed_module::fleet::status::FleetStatus;
-use ngx_http_pagespeed_module::fleet::{self, merge, self_fenced, unix_ms, Config, Options};
+use ngx_http_pagespeed_module::fleet::{
+    self, merge, self_fenced, unix_ms, Config, Options, StreamId, Tier,
+};
 use ngx_http_pagespeed_module::store::Store;
 
 /// This worker's copy of `pagespeed_fleet` (set in init_process).
@@ -65,6 +67,39 @@ pub fn stop() {
 pub fn fenced(store: &Store) -> bool {
     let max_lag = MAX_LAG_MS.load(Ordering::Acquire);
     max_lag != 0 && self_fenced(unix_ms(), store.fleet_confirmed_ms(), max_lag)
+}
+
+/// The tier header between nodes.
+pub const SEQ_HEADER: &str = "Pagespeed-Purge-Seq";
+
+/// This node's applied id, when it is in a fleet.
+pub fn applied(store: &Store) -> Option<StreamId> {
+    if MAX_LAG_MS.load(Ordering::Acquire) == 0 {
+        return None;
+    }
+    let (ms, seq) = store.fleet_applied();
+    Some(StreamId::new(ms, seq))
+}
+
+/// Tier rules at lookup time. A shield asked by a node that had applied more purges than it
+/// has must not answer from its cache (nor store: the answer is for a node ahead of it); an
+/// edge tells its upstream what it had applied. Returns true when the cache must be bypassed.
+pub fn tier_bypass(rq: &Req, store: &Store) -> bool {
+    let Some(mine) = applied(store) else {
+        return false;
+    };
+    let Some(cfg) = config() else { return false };
+    if cfg.tier == Tier::Shield {
+        let asked = rq
+            .header_in("pagespeed-purge-seq")
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<StreamId>().ok());
+        if asked.is_some_and(|a| a > mine) {
+            return true;
+        }
+    } else {
+        let _ = rq.push_header_in(SEQ_HEADER, mine.to_string().as_bytes());
+    }
+    false
 }
 
 /// The status page's `fleet` object (None without a fleet).

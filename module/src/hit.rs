@@ -118,6 +118,8 @@ pub struct RequestCtx {
     wait_timer: Option<*mut ngx_event_t>,
     /// A fleet purge waiting for its receipts.
     pub fleet: Option<super::fleet::Waiting>,
+    /// This node's applied stream id when the request's lookup began (fleet only).
+    pub fleet_seq_at_start: Option<ngx_http_pagespeed_module::fleet::StreamId>,
 }
 
 impl RequestCtx {
@@ -134,6 +136,7 @@ impl RequestCtx {
             purge_first: None,
             wait_timer: None,
             fleet: None,
+            fleet_seq_at_start: None,
         }
     }
 }
@@ -329,6 +332,10 @@ fn precontent(rq: Req) -> ngx_int_t {
         ctx.stage = Stage::Done;
         return DECLINED;
     };
+    ctx.fleet_seq_at_start = super::fleet::applied(store);
+    if super::fleet::tier_bypass(&rq, store) {
+        return origin_only(rq, ctx, CacheStatus::Bypass);
+    }
     if super::fleet::fenced(store) {
         // Not confirmed caught up with the fleet's purges: nothing from the cache.
         return origin_only(rq, ctx, CacheStatus::Bypass);
