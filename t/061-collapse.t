@@ -29,7 +29,7 @@ use lib 't/lib';
 use Test::Nginx;
 use Test::Pagespeed qw/:DEFAULT !set_version/;
 
-my $t = Test::Nginx->new()->has(qw/http proxy/)->plan(52);
+my $t = Test::Nginx->new()->has(qw/http proxy/)->plan(55);
 
 # case 4 kills a worker on purpose
 $t->ignore_log(qr/worker process \d+ exited on signal 9/);
@@ -73,6 +73,11 @@ http {
         location /lt/ {
             pagespeed_cache on;
             pagespeed_cache_lock_timeout 500ms;
+            proxy_pass http://127.0.0.1:8081;
+        }
+        location /gone/ {
+            pagespeed_cache on;
+            access_log %%TESTDIR%%/gone.log;
             proxy_pass http://127.0.0.1:8081;
         }
         location = /purge { pagespeed_purge; }
@@ -410,6 +415,26 @@ sub report_waiters {
         'after the hit-for-pass: stored again')
         or diag("got $r->{status} $r->{xc}, then $r2->{xc}");
 }
+###############################################################################
+# 7. waiters whose clients leave are finished, never left blocked: a client that
+# goes while its request waits wakes the request (nginx reads the close), which
+# must not block itself a second time; every request ends and is logged.
+
+{
+    my $f = start_clients(1, '/gone/a', 'X-Delay' => 1.5);
+    sleep 0.2;
+    my $w = start_clients(20, '/gone/a');
+    sleep 0.3;
+    close $_->{sock} for grep { $_->{sock} } @$w;
+    my ($filler) = collect_clients($f, 6);
+    is("$filler->{status} $filler->{xc}", '200 MISS', 'clients gone: the filler answered');
+    my $logged = sub { my @l = split /\n/, $t->read_file('gone.log') // ''; scalar @l };
+    ok(wait_until(sub { $logged->() >= 21 }, 5),
+        'clients gone: every waiting request ended (logged)')
+        or diag('logged ' . $logged->() . ' of 21');
+    is(get('/gone/a')->{xc}, 'HIT', 'clients gone: the fill is stored');
+}
+
 ###############################################################################
 # waiters resumed hundreds of times above: no worker may have crashed (the
 # one case 4 killed exited on signal 9)

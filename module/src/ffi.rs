@@ -797,16 +797,22 @@ impl<'a> Req<'a> {
         }
     }
 
-    /// Re-runs the request's phases from where it waited (a PRECONTENT handler that returned
-    /// NGX_AGAIN), then whatever it posted.
+    /// Runs the request on from where it waited (a PRECONTENT handler that returned
+    /// NGX_AGAIN) through its write event handler, as nginx's cache lock wait handler does:
+    /// that is the phase engine, or, if nginx terminated the request meanwhile (its client
+    /// went), the termination. Then whatever it posted.
     pub fn resume(&self) {
-        // The phases may finish the request and free it: its connection is read first (as
-        // nginx's cache lock wait handler does), and the request not touched afterwards.
+        // The handler may finish the request and free it: its connection is read first, and
+        // the request not touched afterwards.
         let c = self.get().connection;
-        // SAFETY: r is live and waiting in its phases; c is its connection, which outlives
-        // the request's finalization within this call.
+        let handler = self.get().write_event_handler;
+        // SAFETY: r is live and waiting; its write event handler takes it; c is its
+        // connection, which outlives the request's finalization within this call.
         unsafe {
-            nginx_sys::ngx_http_core_run_phases(self.raw());
+            match handler {
+                Some(h) => h(self.raw()),
+                None => nginx_sys::ngx_http_core_run_phases(self.raw()),
+            }
             nginx_sys::ngx_http_run_posted_requests(c);
         }
     }

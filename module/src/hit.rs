@@ -22,7 +22,7 @@ use super::{admin, builder};
 use ngx_http_pagespeed_module::cache::hit::{
     revalidation_target, split_content_type, usable, Selector, Usable,
 };
-use ngx_http_pagespeed_module::cache::stale::{on_error, while_revalidating, Failure};
+use ngx_http_pagespeed_module::cache::stale::{on_error, while_revalidating, Failure, Staleness};
 use ngx_http_pagespeed_module::cache::CacheStatus;
 use ngx_http_pagespeed_module::http::meta::MetaView;
 use ngx_http_pagespeed_module::http::url::{custom_key, default_key, split_host, Url};
@@ -120,6 +120,14 @@ pub struct RequestCtx {
     pub fleet: Option<super::fleet::Waiting>,
     /// This node's applied stream id when the request's lookup began (fleet only).
     pub fleet_seq_at_start: Option<ngx_http_pagespeed_module::fleet::StreamId>,
+    /// Whether this request holds one `blocked` count on the main request for its wait. A
+    /// waiting request's phases can run again before its timer fires (an event on the client
+    /// connection); it must not block itself twice, or the timer's one unblock leaves it
+    /// blocked for good when the client goes.
+    blocked: bool,
+    /// When (seconds) it began to wait: an entry refreshed since then is what it waited for,
+    /// even if that answer gave it no freshness (a 304 with max-age=0).
+    waiting_since: i64,
 }
 
 impl RequestCtx {
@@ -137,6 +145,8 @@ impl RequestCtx {
             wait_timer: None,
             fleet: None,
             fleet_seq_at_start: None,
+            blocked: false,
+            waiting_since: 0,
         }
     }
 }
@@ -398,13 +408,25 @@ fn lookup(rq: Req, store: &Store, ctx: &mut RequestCtx, key: Key, id: &Identity)
                         status,
                     );
                 }
-                Usable::Stale(_) => {
+                Usable::Stale(why) => {
                     // SAFETY: as above.
                     let copy = unsafe { Served::new(copied, hit.meta_len) };
                     if matches!(outcome, Some(Outcome::Unchanged)) {
                         // Confirmed by the origin just now, but with no freshness left (its
                         // answer gave none): serve it, the next request revalidates again.
                         return serve_now(rq, ctx, copy, CacheStatus::Revalidated);
+                    }
+                    let refreshed_meanwhile = waited
+                        && why == Staleness::Expired
+                        && meta
+                            .as_ref()
+                            .is_some_and(|m| m.stored_at >= ctx.waiting_since);
+                    if refreshed_meanwhile {
+                        // The fill or revalidation this request waited for stored (or
+                        // confirmed) it, without freshness: it is still the answer waited for,
+                        // as nginx's cache lock serves a max-age=0 response to its waiters.
+                        store.count_freshness(FreshnessCounter::Collapsed);
+                        return serve_now(rq, ctx, copy, CacheStatus::Collapsed);
                     }
                     stale = Some((Descriptor(hit.descriptor), copy));
                 }
@@ -651,8 +673,14 @@ fn wait(rq: Req, store: &Store, ctx: &mut RequestCtx) -> ngx_int_t {
             None => return origin_only(rq, ctx, CacheStatus::Bypass),
         },
     };
+    if !matches!(ctx.stage, Stage::Waiting { .. }) {
+        ctx.waiting_since = nginx_sys::ngx_time() as i64;
+    }
     ctx.stage = Stage::Waiting { since_ms: since };
-    rq.block(true);
+    if !ctx.blocked {
+        rq.block(true);
+        ctx.blocked = true;
+    }
     // SAFETY: the event was made by timer_event for this live request.
     unsafe { arm(ev, poll_step(now - since)) };
     AGAIN
@@ -686,8 +714,15 @@ unsafe extern "C" fn wait_timer(ev: *mut ngx_event_t) {
         let Some(rq) = (unsafe { Req::from_raw((*ev).data as *mut ngx_http_request_t) }) else {
             return;
         };
-        rq.block(false);
-        let (Some(store), Some(ctx)) = (store(), rq.ctx::<RequestCtx>()) else {
+        let Some(ctx) = rq.ctx::<RequestCtx>() else {
+            return;
+        };
+        if ctx.blocked {
+            rq.block(false);
+            ctx.blocked = false;
+        }
+        let Some(store) = store() else {
+            rq.resume();
             return;
         };
         let lcf = rq.loc_conf();
@@ -705,6 +740,7 @@ unsafe extern "C" fn wait_timer(ev: *mut ngx_event_t) {
             let waited = monotonic_ms().saturating_sub(since_ms);
             if waited < lcf.lock_timeout as u64 {
                 rq.block(true);
+                ctx.blocked = true;
                 // SAFETY: ev is this request's timer event.
                 unsafe { arm(ev, poll_step(waited)) };
                 return;
