@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod console;
+pub mod fleet;
 pub mod http;
 pub mod purge;
 pub mod store;

@@ -12,7 +12,7 @@ use Test::More;
 use lib 't/lib';
 use Test::Nginx;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(40);
+my $t = Test::Nginx->new()->has(qw/http/)->plan(47);
 
 # A whole configuration around an http-level snippet and a snippet inside
 # "location /"; @@SERVER@@ goes into the server block.
@@ -174,5 +174,21 @@ refused(qr/"pagespeed_status" directive is not allowed here/,
     'pagespeed_status in a server block', server => 'pagespeed_status;');
 refused(qr/invalid number of arguments in "pagespeed_purge"/,
     'pagespeed_purge with an argument', location => 'pagespeed_purge now;');
+
+# pagespeed_fleet: the URL and every option are checked before anything connects.
+for my $case (
+    ['http://127.0.0.1:6379 node=a', qr/expected redis:\/\/HOST:PORT/],
+    ['redis://127.0.0.1 node=a', qr/the port is required/],
+    ['redis://127.0.0.1:6379', qr/node=NAME is required/],
+    ['redis://127.0.0.1:6379 node=a tier=origin', qr/expected edge or shield/],
+    ['redis://127.0.0.1:6379 node=a max_lag=soon', qr/max_lag="soon"/],
+    ['redis://127.0.0.1:6379 node=a colour=red', qr/unknown parameter "colour"/],
+) {
+    my ($args, $re) = @$case;
+    refused(qr/invalid "pagespeed_fleet": .*$re/, "pagespeed_fleet $args",
+        http => "pagespeed_cache_path off size=8m;\n    pagespeed_fleet $args;");
+}
+refused(qr/"pagespeed_fleet" directive is not allowed here/,
+    'pagespeed_fleet in a location', location => 'pagespeed_fleet redis://h:1 node=a;');
 
 ###############################################################################

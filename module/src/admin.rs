@@ -16,6 +16,7 @@ use super::log::guard;
 use super::revalidate::{self, Outcome};
 use ngx_http_pagespeed_module::cache::stale::Failure;
 use ngx_http_pagespeed_module::cache::CacheStatus;
+use ngx_http_pagespeed_module::fleet;
 use ngx_http_pagespeed_module::http::csrf;
 use ngx_http_pagespeed_module::http::meta::MetaView;
 use ngx_http_pagespeed_module::http::url::Url;
@@ -25,6 +26,11 @@ use ngx_http_pagespeed_module::store::{Fault, Key, Store};
 use ngx_http_pagespeed_module::variant::Descriptor;
 
 const JSON: &str = "application/json";
+
+/// Answers with a JSON value.
+pub fn reply_json(rq: Req, status: usize, v: serde_json::Value) -> ngx_int_t {
+    reply(rq, status, v.to_string())
+}
 
 fn reply(rq: Req, status: usize, mut body: String) -> ngx_int_t {
     body.push('\n');
@@ -152,13 +158,45 @@ fn purge_body(rq: Req) -> ngx_int_t {
         Ok(req) => req,
         Err(e) => return error(rq, 400, &e.to_string()),
     };
+    let opts = match fleet::options(&body) {
+        Ok(o) => o,
+        Err(e) => return error(rq, 400, &e.to_string()),
+    };
     let Some(store) = store() else {
         return error(rq, 503, "no cache configured");
     };
+    if opts.fleet {
+        return fleet_purge(rq, store, &req, opts);
+    }
     if req.revalidate {
         return revalidate_first(rq, store, &req);
     }
     purge_and_reply(rq, store, &req)
+}
+
+/// `"fleet": true`: applied here first (more, never less, whatever Redis does), then
+/// appended to the stream and answered with every node's receipt.
+fn fleet_purge(
+    rq: Req,
+    store: &Store,
+    req: &purge::PurgeRequest,
+    opts: fleet::Options,
+) -> ngx_int_t {
+    if req.revalidate {
+        return error(
+            rq,
+            400,
+            "\"revalidate\" asks this node's origin: it cannot be a fleet purge",
+        );
+    }
+    if super::fleet::config().is_none() {
+        return error(rq, 400, "\"fleet\": true needs pagespeed_fleet in http{}");
+    }
+    let local = match purge::apply(store, req, rq.local_port(), &[]) {
+        Ok(r) => serde_json::from_str(&r.to_json()).unwrap_or_else(|_| json!({})),
+        Err(f) => return fault_reply(rq, f),
+    };
+    super::fleet::publish(rq, fleet::encode(req), opts, local).unwrap_or(ERROR)
 }
 
 /// `{"url": ..., "revalidate": true}`: asks the origin, through the location that serves the
@@ -434,15 +472,24 @@ fn status(rq: Req) -> ngx_int_t {
         return inspect(rq, store, &url);
     }
     let stats = store.stats();
+    let fleet = super::fleet::status(store);
     if rq.arg("format").as_deref() == Some("prometheus") {
-        let text = stats.to_prometheus();
+        let mut text = stats.to_prometheus();
+        if let Some(f) = &fleet {
+            text.push_str(&f.to_prometheus());
+        }
         return rq.send_text(200, "text/plain; version=0.0.4", text.as_bytes());
     }
-    reply(
-        rq,
-        200,
-        stats.to_json(&[("max_object", store.max_object())]),
-    )
+    let json = stats.to_json(&[("max_object", store.max_object())]);
+    match fleet {
+        None => reply(rq, 200, json),
+        Some(f) => {
+            let mut v: serde_json::Value =
+                serde_json::from_str(&json).unwrap_or_else(|_| json!({}));
+            v["fleet"] = f.to_json();
+            reply_json(rq, 200, v)
+        }
+    }
 }
 
 /// `?url=`: the alternates stored under that URL (both schemes for a path), keyed like the

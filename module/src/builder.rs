@@ -38,13 +38,14 @@ fn start(cycle: &ngx_cycle_t) {
     if p != NGX_PROCESS_WORKER as ngx_uint_t && p != NGX_PROCESS_SINGLE as ngx_uint_t {
         return;
     }
+    let Some(mc) = Module::main_conf(cycle) else {
+        return;
+    };
+    super::fleet::start(mc.fleet.as_ref(), mc.path.as_deref());
     if !VARIANTS_CONFIGURED.load(std::sync::atomic::Ordering::Relaxed) {
         return;
     }
     let Some(store) = store() else { return };
-    let Some(mc) = Module::main_conf(cycle) else {
-        return;
-    };
     let cfg = BuilderConfig {
         threads: mc.build_threads(),
         queue: mc.build_queue(),
@@ -70,6 +71,7 @@ pub extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
         if let Some(p) = pool {
             p.stop();
         }
+        super::fleet::stop();
         lifecycle::release();
     })
 }

@@ -16,6 +16,7 @@ use super::admin;
 use super::ffi::bytes;
 use super::log::guard;
 use ngx_http_pagespeed_module::cache::stale::UseStale;
+use ngx_http_pagespeed_module::fleet::Config as FleetConfig;
 use ngx_http_pagespeed_module::http::csrf::Origin;
 use ngx_http_pagespeed_module::store::{MAX_SEGMENT, MIN_SEGMENT};
 use ngx_http_pagespeed_module::variant::{VariantPolicy, VaryValues};
@@ -51,6 +52,8 @@ pub enum ConfError {
     NotAbsolute(String),
     #[error("\"{0}\" cannot be used here")]
     NoLocation(&'static str),
+    #[error("invalid \"pagespeed_fleet\": {0}")]
+    Fleet(String),
 }
 
 fn invalid(
@@ -77,6 +80,8 @@ pub struct MainConf {
     /// `pagespeed_build_threads`, `pagespeed_build_queue`.
     pub build_threads: Option<usize>,
     pub build_queue: Option<usize>,
+    /// `pagespeed_fleet`.
+    pub fleet: Option<FleetConfig>,
 }
 
 impl Default for MainConf {
@@ -88,6 +93,7 @@ impl Default for MainConf {
             set: false,
             build_threads: None,
             build_queue: None,
+            fleet: None,
         }
     }
 }
@@ -312,6 +318,19 @@ fn cache_path(mc: &mut MainConf, a: &[&[u8]]) -> Result<(), ConfError> {
     Ok(())
 }
 
+fn fleet(mc: &mut MainConf, a: &[&[u8]]) -> Result<(), ConfError> {
+    if mc.fleet.is_some() {
+        return Err(ConfError::Duplicate("pagespeed_fleet"));
+    }
+    let args: Vec<&str> = a[1..]
+        .iter()
+        .map(|b| std::str::from_utf8(b).map_err(|_| ConfError::Fleet("not UTF-8".into())))
+        .collect::<Result<_, _>>()?;
+    mc.fleet =
+        Some(ngx_http_pagespeed_module::fleet::config::parse(&args).map_err(ConfError::Fleet)?);
+    Ok(())
+}
+
 fn statuses(lc: &mut LocConf, a: &[&[u8]]) -> Result<(), ConfError> {
     if lc.statuses.is_some() {
         return Err(ConfError::Duplicate("pagespeed_cache_statuses"));
@@ -488,6 +507,16 @@ pub extern "C" fn set_cache_path(
     // SAFETY: nginx passes our main conf for a NGX_HTTP_MAIN_CONF_OFFSET directive, while
     // parsing.
     unsafe { directive(cf, |a| cache_path(&mut *(conf as *mut MainConf), a)) }
+}
+
+pub extern "C" fn set_fleet(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes our main conf for a NGX_HTTP_MAIN_CONF_OFFSET directive, while
+    // parsing.
+    unsafe { directive(cf, |a| fleet(&mut *(conf as *mut MainConf), a)) }
 }
 
 /// The builder pool's two counts, refused out of range.

@@ -437,6 +437,51 @@ impl<'a> Req<'a> {
         }
     }
 
+    /// Takes a response header out of what is sent (nginx skips lines whose hash is 0) and
+    /// returns its last value: a header of the upstream this module replaces with its own.
+    pub fn hide_header_out(&self, name: &str) -> Option<Vec<u8>> {
+        let mut found = None;
+        // SAFETY: headers_out.headers is an initialized list of the live request; its
+        // elements are ours to change until the header is sent (we run before the header
+        // filter writes it).
+        unsafe {
+            for h in header_list(&self.get().headers_out.headers) {
+                if h.hash != 0 && bytes(&h.key).eq_ignore_ascii_case(name.as_bytes()) {
+                    found = Some(bytes(&h.value).to_vec());
+                    let h = h as *const ngx_table_elt_t as *mut ngx_table_elt_t;
+                    (*h).hash = 0;
+                }
+            }
+        }
+        found
+    }
+
+    /// Appends a request header that the location's upstream module forwards (proxy_pass
+    /// iterates the list in the content phase, after PRECONTENT).
+    pub fn push_header_in(&self, name: &str, value: &[u8]) -> bool {
+        let (Some(key), Some(val), Some(low)) = (
+            self.pool_str(name.as_bytes(), Strings::Copy),
+            self.pool_str(value, Strings::Copy),
+            self.pool_str(name.to_ascii_lowercase().as_bytes(), Strings::Copy),
+        ) else {
+            return false;
+        };
+        // SAFETY: headers_in.headers is the live request's initialized list; the strings are
+        // in its pool.
+        unsafe {
+            let e = ngx_list_push(&mut self.get_mut().headers_in.headers) as *mut ngx_table_elt_t;
+            if e.is_null() {
+                return false;
+            }
+            (*e).key = key;
+            (*e).value = val;
+            (*e).lowcase_key = low.data;
+            (*e).hash = nginx_sys::ngx_hash_key(low.data, low.len);
+            compat::single_header(e);
+        }
+        true
+    }
+
     /// Fills the typed fields of a response replayed from the cache.
     pub fn set_response_head(&self, head: &ReplayedHead) {
         let out = &mut self.get_mut().headers_out;
@@ -709,6 +754,19 @@ impl<'a> Req<'a> {
             hin.headers = *list;
         }
         true
+    }
+
+    /// Finalizes the request with `rc` and runs what its connection posted: for a handler
+    /// that returned NGX_DONE and answers later from a timer. The view must not be used after.
+    pub fn finalize_from_timer(self, rc: ngx_int_t) {
+        let r = self.raw();
+        // SAFETY: r is live until finalized; its connection outlives the request and is read
+        // before the request may be freed.
+        unsafe {
+            let c = (*r).connection;
+            nginx_sys::ngx_http_finalize_request(r, rc);
+            nginx_sys::ngx_http_run_posted_requests(c);
+        }
     }
 
     /// References held on the main request (subrequests, body reading, timers of ours).

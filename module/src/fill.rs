@@ -21,6 +21,7 @@ use ngx_http_pagespeed_module::cache::fill::{
     prepare, FillPolicy, Prepared, RequestHead, ResponseHead,
 };
 use ngx_http_pagespeed_module::cache::CacheStatus;
+use ngx_http_pagespeed_module::fleet::StreamId;
 use ngx_http_pagespeed_module::http::cache_control::NotStored;
 use ngx_http_pagespeed_module::http::url::Url;
 use ngx_http_pagespeed_module::purge;
@@ -211,14 +212,39 @@ fn decide(rq: Req) -> bool {
 }
 
 fn decide_main(rq: Req, c: &mut RequestCtx) {
+    let Some(store) = store() else { return };
+    // Tier monotonicity: an answer from a node that had applied fewer purges than this one
+    // had when the fill began is passed on, never stored. Its header gives way to ours.
+    let upstream_seq = match super::fleet::applied(store) {
+        Some(_) => rq
+            .hide_header_out(super::fleet::SEQ_HEADER)
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<StreamId>().ok()),
+        None => None,
+    };
+    // Every answer says how far this node is in the fleet's purges (hits included).
+    if let Some(mine) = super::fleet::applied(store) {
+        let _ = rq.push_header(
+            super::fleet::SEQ_HEADER.as_bytes(),
+            mine.to_string().as_bytes(),
+            Strings::Copy,
+        );
+    }
     if c.served.is_some() {
         return;
     }
-    let Some(store) = store() else { return };
     let lcf = rq.loc_conf();
     if let Some((key, url)) = c.invalidate.take() {
         if rq.status() < 400 {
             invalidate(rq, store, &key, &url);
+        }
+    }
+    if let (Some(up), Some(start), Some(fill)) =
+        (upstream_seq, c.fleet_seq_at_start, c.fill.as_mut())
+    {
+        if up < start {
+            fill.release(store, Release::Done);
+            c.fill = None;
+            c.status = CacheStatus::Bypass;
         }
     }
     if let Some(fill) = c.fill.as_mut() {

@@ -116,6 +116,10 @@ pub struct RequestCtx {
     pub purge_first: Option<(Key, Url, usize)>,
     /// The timer of a wait for another request's fill.
     wait_timer: Option<*mut ngx_event_t>,
+    /// A fleet purge waiting for its receipts.
+    pub fleet: Option<super::fleet::Waiting>,
+    /// This node's applied stream id when the request's lookup began (fleet only).
+    pub fleet_seq_at_start: Option<ngx_http_pagespeed_module::fleet::StreamId>,
     /// Whether this request holds one `blocked` count on the main request for its wait. A
     /// waiting request's phases can run again before its timer fires (an event on the client
     /// connection); it must not block itself twice, or the timer's one unblock leaves it
@@ -139,6 +143,8 @@ impl RequestCtx {
             revalidation: None,
             purge_first: None,
             wait_timer: None,
+            fleet: None,
+            fleet_seq_at_start: None,
             blocked: false,
             waiting_since: 0,
         }
@@ -336,6 +342,14 @@ fn precontent(rq: Req) -> ngx_int_t {
         ctx.stage = Stage::Done;
         return DECLINED;
     };
+    ctx.fleet_seq_at_start = super::fleet::applied(store);
+    if super::fleet::tier_bypass(&rq, store) {
+        return origin_only(rq, ctx, CacheStatus::Bypass);
+    }
+    if super::fleet::fenced(store) {
+        // Not confirmed caught up with the fleet's purges: nothing from the cache.
+        return origin_only(rq, ctx, CacheStatus::Bypass);
+    }
     lookup(rq, store, ctx, key, &id)
 }
 

@@ -12,6 +12,7 @@ mod conf;
 mod console;
 mod ffi;
 mod fill;
+mod fleet;
 mod hit;
 mod lifecycle;
 mod log;
@@ -32,8 +33,9 @@ use nginx_sys::{
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
 use conf::{
-    set_build_queue, set_build_threads, set_cache_path, set_purge_allow_origin, set_purge_location,
-    set_purge_method, set_status_location, set_statuses, set_use_stale, set_variants,
+    set_build_queue, set_build_threads, set_cache_path, set_fleet, set_purge_allow_origin,
+    set_purge_location, set_purge_method, set_status_location, set_statuses, set_use_stale,
+    set_variants,
 };
 pub use conf::{LocConf, MainConf};
 use ffi::{ERROR, OK};
@@ -110,7 +112,7 @@ const MAIN: usize = NGX_HTTP_MAIN_CONF_OFFSET;
 
 /// The directives (README "Configuration" describes each).
 #[rustfmt::skip]
-static mut NGX_HTTP_PAGESPEED_COMMANDS: [ngx_command_t; 20] = [
+static mut NGX_HTTP_PAGESPEED_COMMANDS: [ngx_command_t; 21] = [
     command(c"pagespeed_cache_path", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE123, set_cache_path, MAIN, 0),
     command(c"pagespeed_cache", ANY | NGX_CONF_FLAG, ngx_conf_set_flag_slot, LOC, offset_of!(LocConf, cache)),
     command(c"pagespeed_cache_key", ANY | NGX_CONF_TAKE1, ngx_http_set_complex_value_slot, LOC, offset_of!(LocConf, key)),
@@ -128,6 +130,7 @@ static mut NGX_HTTP_PAGESPEED_COMMANDS: [ngx_command_t; 20] = [
     command(c"pagespeed_build_on_fill", ANY | NGX_CONF_FLAG, ngx_conf_set_flag_slot, LOC, offset_of!(LocConf, build_on_fill)),
     command(c"pagespeed_build_threads", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_build_threads, MAIN, 0),
     command(c"pagespeed_build_queue", NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_build_queue, MAIN, 0),
+    command(c"pagespeed_fleet", NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE, set_fleet, MAIN, 0),
     command(c"pagespeed_purge", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS, set_purge_location, LOC, 0),
     command(c"pagespeed_status", NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS | NGX_CONF_TAKE1, set_status_location, LOC, 0),
     ngx_command_t::empty(),

@@ -58,6 +58,9 @@ const FIELDS: &[&str] = &[
     "confirm",
     "soft",
     "revalidate",
+    // Publishing options, read by `fleet::options`.
+    "fleet",
+    "wait",
 ];
 
 /// Parses a JSON purge body. `default_host` is the purge request's own host, used when a

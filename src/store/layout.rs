@@ -19,7 +19,7 @@ use super::lock::RobustMutex;
 /// Identifies our files; a file without it is never interpreted.
 pub const MAGIC: [u8; 8] = *b"NGXPSVC\0";
 /// Bumped whenever any `#[repr(C)]` structure or record encoding changes meaning.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 pub const PAGE: u64 = 4096;
 pub const HEADER_BYTES: u64 = PAGE;
 pub const SHARD_HEADER_BYTES: u64 = 256;
@@ -81,6 +81,18 @@ pub struct SegmentHeader {
     /// Revalidation, collapsed-forwarding and stale-serving counters (see
     /// `stats::FreshnessCounter`), updated by workers with atomic increments.
     pub freshness_counters: [AtomicU64; 8],
+    /// Fleet purge (`src/store/fleet.rs`): the last stream id this node applied, as two
+    /// halves guarded by `fleet_applied_seqlock` (odd while being written). Written only by
+    /// the node's one applier (it holds the fleet lock file), after the purge is visible;
+    /// persisted with the cache, so a restart resumes from it.
+    pub fleet_applied_seqlock: AtomicU64,
+    pub fleet_applied_ms: AtomicU64,
+    pub fleet_applied_seq: AtomicU64,
+    /// Unix ms at which the applier last confirmed it had read the stream to its end (0:
+    /// never since this file was opened). Workers self-fence when it is older than max_lag.
+    pub fleet_confirmed_ms: AtomicU64,
+    /// Fleet counters and gauges (see `fleet::FleetCounter`), written by the applier.
+    pub fleet_counters: [AtomicU64; 8],
 }
 
 /// Per-shard header. Ring and gauge fields are written only under `lock`; they are atomics so

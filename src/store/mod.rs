@@ -10,6 +10,7 @@
 
 mod commit;
 mod fence;
+mod fleet;
 mod layout;
 mod lease;
 mod lock;
@@ -23,6 +24,7 @@ mod stats;
 
 use std::path::PathBuf;
 
+pub use fleet::FleetCounter;
 pub use layout::{Layout, MAX_SEGMENT, MIN_SEGMENT, OBJECTS_PER_SHARD};
 pub use lease::{monotonic_ms, Lease, LeaseRequest, LeaseToken, Release};
 pub use refresh::Refresh;

@@ -255,6 +255,9 @@ impl Segment {
     fn reopen(&self) -> Result<(), StoreError> {
         self.init_locks()?;
         self.header().open_epoch.fetch_add(1, Ordering::AcqRel);
+        // A node that was down has not confirmed it is caught up with the fleet's stream:
+        // it self-fences until its applier has (the applied id itself is kept).
+        self.header().fleet_confirmed_ms.store(0, Ordering::Release);
         // No fill of an earlier open is in flight any more, and lease deadlines are on a
         // clock that restarts with the machine.
         for s in 0..self.layout.shard_count {

@@ -258,7 +258,7 @@ fn process(shared_store: &Shared, job: &Job) {
     }
 }
 
-fn block_signals() -> libc::sigset_t {
+pub(crate) fn block_signals() -> libc::sigset_t {
     // SAFETY: sigset_t values initialized by sigfillset/pthread_sigmask before use.
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
@@ -269,7 +269,7 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
-fn restore_signals(old: &libc::sigset_t) {
+pub(crate) fn restore_signals(old: &libc::sigset_t) {
     // SAFETY: old came from pthread_sigmask.
     unsafe {
         libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut());

@@ -1,0 +1,265 @@
+#!/usr/bin/perl
+
+# Fleet purge on Redis Streams through three real nginx nodes (2 workers each,
+# their own segment and port) and a real redis-server on a free port: a purge
+# through edge-1 is answered with every node's receipt and no node serves the
+# old bytes afterwards; a stopped node serves none of the purged entries when
+# it starts again; Redis unreachable answers 503 with the local purge applied;
+# a SIGSTOPped Redis self-fences every node within max_lag, and SIGCONT brings
+# hits back (DESIGN.md, invariant 9).
+
+use strict;
+use warnings;
+
+use Test::More;
+use JSON::PP qw/decode_json encode_json/;
+use Time::HiRes qw/sleep time/;
+use FindBin;
+
+use lib 't/lib';
+use Test::Nginx;
+
+my $redis_bin = `command -v redis-server 2>/dev/null`;
+chomp $redis_bin;
+plan(skip_all => 'redis-server not installed') unless $redis_bin;
+
+my $redis_port = port(8099);
+my $origin_port = port(8081);
+my ($redis_pid, $redis_dir);
+
+sub start_redis {
+    $redis_pid = fork // die "fork: $!";
+    if ($redis_pid == 0) {
+        open STDOUT, '>>', "$redis_dir/redis.log";
+        open STDERR, '>&', \*STDOUT;
+        { no warnings "exec"; exec $redis_bin, '--port', $redis_port, '--bind', '127.0.0.1',
+            '--save', '', '--appendonly', 'yes', '--appendfsync', 'always',
+            "--dir", $redis_dir, "--daemonize", "no"; }
+        POSIX::_exit(127);
+    }
+    Test::Nginx::waitforsocket("127.0.0.1:$redis_port") or die "redis did not start";
+}
+
+sub stop_redis {
+    return unless $redis_pid;
+    kill CONT => $redis_pid;
+    kill TERM => $redis_pid;
+    waitpid($redis_pid, 0);
+    undef $redis_pid;
+}
+END { stop_redis() }
+
+my @nodes;
+for my $n (1 .. 3) {
+    my $t = Test::Nginx->new()->has(qw/http proxy/);
+    my $listen = port(8089 + $n);
+    $t->write_file_expand('nginx.conf', <<"CONF");
+%%TEST_GLOBALS%%
+worker_processes 2;
+events {}
+http {
+    %%TEST_GLOBALS_HTTP%%
+    pagespeed_cache_path %%TESTDIR%%/cache.bin size=8m;
+    pagespeed_fleet redis://127.0.0.1:$redis_port node=edge-$n max_lag=2s;
+
+    server {
+        listen 127.0.0.1:$listen reuseport;
+        server_name localhost;
+        add_header X-Worker \$pid always;
+
+        location / {
+            pagespeed_cache on;
+            proxy_pass http://127.0.0.1:$origin_port;
+        }
+        location = /purge { pagespeed_purge; }
+        location = /status { pagespeed_status; }
+    }
+}
+CONF
+    push @nodes, { t => $t, port => $listen, name => "edge-$n" };
+}
+$redis_dir = $nodes[0]{t}->testdir;
+
+my $dir = $nodes[0]{t}->testdir;
+my $version = 0;
+sub set_version {
+    $version = shift;
+    open my $fh, '>', "$dir/version.tmp" or die $!;
+    print $fh $version;
+    close $fh;
+    rename "$dir/version.tmp", "$dir/version" or die $!;
+}
+set_version(1);
+
+$nodes[0]{t}->start_origin(port => 8081, routes => { '*' => sub {
+    my ($r) = @_;
+    open my $fh, '<', "$dir/version" or die "version: $!";
+    my $v = <$fh>;
+    return (200, ['Cache-Control' => 'max-age=3600'], "$r->{path} v=$v\n");
+} });
+
+start_redis();
+$_->{t}->run() for @nodes;
+
+###############################################################################
+
+sub get {
+    my ($node, $uri) = @_;
+    my $r = parse_response(http_get($uri, port => $node->{port}))
+        // { headers => {}, body => '' };
+    ($r->{ver}) = $r->{body} =~ / v=(\d+)$/;
+    $r->{ver} //= -1;
+    $r->{xc} = $r->{headers}{'x-cache'} // '';
+    return $r;
+}
+
+sub status {
+    my ($node) = @_;
+    my $r = parse_response(http_get('/status', port => $node->{port})) // {};
+    return (eval { decode_json($r->{body}) } // {});
+}
+
+sub fleet_purge {
+    my ($node, $body) = @_;
+    my $r = parse_response(http_post('/purge', encode_json($body),
+        port => $node->{port},
+        headers => { 'Content-Type' => 'application/json' })) // {};
+    my $j = eval { decode_json($r->{body}) } // {};
+    return ($r, $j);
+}
+
+sub wait_for {
+    my ($secs, $cond) = @_;
+    my $deadline = time + $secs;
+    while (time < $deadline) {
+        return 1 if $cond->();
+        sleep 0.05;
+    }
+    return $cond->();
+}
+
+sub serving {
+    my ($node) = @_;
+    my $f = status($node)->{fleet} // {};
+    return $f->{connected} && !$f->{self_fenced};
+}
+
+sub cmp_id {
+    my ($a, $b) = @_;
+    my ($am, $as) = split /-/, $a // '0-0';
+    my ($bm, $bs) = split /-/, $b // '0-0';
+    return $am <=> $bm || $as <=> $bs;
+}
+
+# Fills $uri on $node (MISS then HIT with the current version).
+sub cached {
+    my ($node, $uri) = @_;
+    get($node, $uri);
+    my $b = get($node, $uri);
+    return $b->{xc} eq 'HIT' && $b->{ver} == $version;
+}
+
+# No request on new connections (both workers) gets bytes older than $v.
+sub never_older {
+    my ($node, $uri, $v) = @_;
+    for (1 .. 12) {
+        my $r = get($node, $uri);
+        if ($r->{ver} < $v) {
+            diag("$node->{name} $uri: $r->{xc} v=$r->{ver}, wanted >= $v");
+            return 0;
+        }
+    }
+    return 1;
+}
+
+ok(wait_for(10, sub { !grep { !serving($_) } @nodes }),
+    'every node connects and confirms it is caught up');
+my $st = status($nodes[0])->{fleet} // {};
+is_deeply([@$st{qw/node tier/}], ['edge-1', 'edge'], 'status names node and tier');
+
+ok(!grep({ !cached($_, '/a') } @nodes), '/a is cached on every node');
+
+# 1. A purge through edge-1 is answered with all three receipts.
+set_version(2);
+my ($r, $j) = fleet_purge($nodes[0], { url => '/a', fleet => JSON::PP::true });
+is($r->{status}, 200, 'fleet purge answered 200');
+like($j->{seq} // '', qr/^\d+-\d+$/, 'the answer carries the stream id');
+is_deeply([sort keys %{$j->{nodes} // {}}], [qw/edge-1 edge-2 edge-3/],
+    'receipts from all three nodes');
+is_deeply($j->{pending}, [], 'nothing pending');
+ok(!grep({ cmp_id($j->{nodes}{$_}{applied}, $j->{seq}) < 0 } keys %{$j->{nodes} // {}}),
+    'every receipt is at or past the purge');
+is($j->{scope}, 'url', 'the local receipt fields are there');
+ok(!grep({ !never_older($_, '/a', 2) } @nodes),
+    'after the receipt no node serves the old bytes');
+
+# The command-line tool publishes the same entry and prints the receipts.
+SKIP: {
+    my $tool = "$FindBin::Bin/../target/release/pagespeed-purge";
+    skip 'pagespeed-purge not built (cargo build --release -p pagespeed-purge)', 2
+        unless -x $tool;
+    set_version(5);
+    my $out = `$tool redis://127.0.0.1:$redis_port --host localhost '{"url": "/a"}'`;
+    is($? >> 8, 0, 'pagespeed-purge: every node applied it');
+    my $tj = eval { decode_json($out) } // {};
+    is_deeply([sort keys %{$tj->{nodes} // {}}], [qw/edge-1 edge-2 edge-3/],
+        'pagespeed-purge prints three receipts');
+    set_version(2);
+}
+
+# 2. A node stopped while purges are published serves none of them when it
+# starts again, before and after it caught up.
+for my $i (1 .. 10) { cached($_, "/s$i") for @nodes }
+ok(cached($nodes[2], '/s1') && cached($nodes[2], '/s10'), 'edge-3 has the entries');
+$nodes[2]{t}->stop();
+set_version(3);
+my $last;
+for my $i (1 .. 10) {
+    my (undef, $pj) = fleet_purge($nodes[0],
+        { url => "/s$i", fleet => JSON::PP::true, wait => 0.2 });
+    $last = $pj->{seq};
+}
+ok(defined $last, 'ten purges published while edge-3 is down');
+my (undef, $j3) = fleet_purge($nodes[0], { url => '/s1', fleet => JSON::PP::true, wait => 0.3 });
+ok(grep({ $_ eq 'edge-3' } @{$j3->{pending} // []}), 'the down node is listed as pending');
+$nodes[2]{t}->run();
+ok(!grep({ !never_older($nodes[2], "/s$_", 3) } 1 .. 10),
+    'restarted edge-3 serves none of the purged entries');
+ok(wait_for(10, sub { serving($nodes[2]) }), 'edge-3 caught up');
+ok(cmp_id(status($nodes[2])->{fleet}{applied}, $last) >= 0,
+    'its applied id passed the last purge');
+ok(!grep({ !never_older($nodes[2], "/s$_", 3) } 1 .. 10),
+    'and still none after catching up');
+ok(status($nodes[2])->{fleet}{catch_ups} >= 1, 'a catch-up is counted');
+
+# 3. Redis SIGSTOPped: a fleet purge answers 503 with the local purge applied;
+# every node self-fences within max_lag (2 s) plus a bound; SIGCONT: hits again.
+ok(cached($_, '/f'), "/f cached on $_->{name}") for @nodes;
+kill STOP => $redis_pid;
+my $t0 = time;
+set_version(4);
+my ($r5, $j5) = fleet_purge($nodes[1], { url => '/f', fleet => JSON::PP::true });
+is($r5->{status}, 503, 'Redis unreachable: 503');
+like($j5->{error} // '', qr/unreachable/, 'with the reason');
+is(get($nodes[1], '/f')->{ver}, 4, 'the local purge was applied');
+ok(wait_for(6, sub { !grep { !(status($_)->{fleet}{self_fenced}) } @nodes }),
+    'every node self-fenced');
+my $fence_after = time - $t0;
+ok($fence_after >= 1.5 && $fence_after < 5,
+    sprintf('fenced after max_lag (2 s) within a bound: %.2f s', $fence_after));
+ok(!grep({ get($_, '/f')->{xc} eq 'HIT' } @nodes), 'no HIT while fenced');
+kill CONT => $redis_pid;
+ok(wait_for(10, sub { !grep { !serving($_) } @nodes }),
+    'after SIGCONT every node caught up');
+ok(wait_for(5, sub { get($nodes[0], '/f')->{xc} eq 'HIT' }), 'and serves hits again');
+ok(status($nodes[0])->{fleet}{self_fenced_ms} > 0, 'self-fenced time is counted');
+like((parse_response(http_get('/status?format=prometheus', port => $nodes[0]{port})) // {})->{body} // '',
+    qr/^pagespeed_fleet_applied_ms\{node="edge-1",tier="edge"\} \d+/m, 'Prometheus fields');
+
+# 4. "wait" belongs to fleet purges.
+my ($r6) = fleet_purge($nodes[0], { url => '/a', wait => 1 });
+is($r6->{status}, 400, '"wait" without "fleet" is refused');
+
+$_->{t}->stop() for reverse @nodes;
+stop_redis();
+done_testing();
