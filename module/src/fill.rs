@@ -251,16 +251,20 @@ fn decide_main(rq: Req, c: &mut RequestCtx) {
 }
 
 /// The response as the core's fill rules read it.
+/// Behind an upstream the origin's `Date`, which nginx hides from `headers_out`, comes first.
 pub fn response_head(rq: Req<'_>) -> ResponseHead<'_> {
+    let mut headers: Vec<(&[u8], &[u8])> = Vec::new();
+    if let Some(date) = rq.upstream_date() {
+        headers.push((b"Date", date));
+    }
+    headers.extend(rq.headers_out().map(|h| (bytes(&h.key), bytes(&h.value))));
     ResponseHead {
         status: rq.status(),
-        headers: rq
-            .headers_out()
-            .map(|h| (bytes(&h.key), bytes(&h.value)))
-            .collect(),
+        headers,
         content_type: rq.content_type(),
         content_length: rq.response_length(),
         last_modified: rq.last_modified(),
+        connection_listed: rq.upstream_connection_listed(),
     }
 }
 
@@ -282,7 +286,7 @@ pub fn fill_policy<'a>(rq: Req<'a>, store: &Store) -> FillPolicy<'a> {
     let lcf = rq.loc_conf();
     FillPolicy {
         statuses: lcf.statuses(),
-        default_lifetime: lcf.valid as u64,
+        default_lifetime: (lcf.valid >= 0).then_some(lcf.valid as u64),
         max_object: (lcf.max_object as u64).min(store.max_object()),
     }
 }
