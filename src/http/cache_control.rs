@@ -8,6 +8,9 @@ pub struct CacheControl {
     pub private: bool,
     pub public: bool,
     pub must_revalidate: bool,
+    /// RFC 9111 5.2.2.3: store only if the status is understood, and then `no-store` is
+    /// ignored.
+    pub must_understand: bool,
     pub max_age: Option<u64>,
     pub s_maxage: Option<u64>,
     /// RFC 5861: seconds past expiry a stale response may be served while it is revalidated,
@@ -38,6 +41,7 @@ impl CacheControl {
                     "private" => cc.private = true,
                     "public" => cc.public = true,
                     "must-revalidate" | "proxy-revalidate" => cc.must_revalidate = true,
+                    "must-understand" => cc.must_understand = true,
                     "max-age" => cc.max_age = Some(cc.max_age.map_or(secs(), |m| m.min(secs()))),
                     "s-maxage" => cc.s_maxage = Some(cc.s_maxage.map_or(secs(), |m| m.min(secs()))),
                     "stale-while-revalidate" => cc.stale_while_revalidate = Some(secs()),
@@ -201,6 +205,11 @@ impl Statuses<'_> {
     }
 }
 
+/// The final statuses RFC 9110 defines, whose caching rules this cache knows.
+fn understood(status: u16) -> bool {
+    matches!(status, 200..=206 | 300..=305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505)
+}
+
 /// The response's age when it arrives (RFC 9111 4.2.3 `corrected_initial_age`, with no
 /// request delay): the larger of its `Age` and the time since its `Date`.
 pub fn initial_age(f: &ResponseFacts, now: i64) -> u64 {
@@ -250,7 +259,10 @@ pub fn storable(
     if !statuses.allows(f.status) {
         return Err(NotStored::Status);
     }
-    if cc.no_store {
+    if cc.must_understand && !understood(f.status) {
+        return Err(NotStored::Status);
+    }
+    if cc.no_store && !cc.must_understand {
         return Err(NotStored::NoStore);
     }
     if f.request_no_store {
@@ -412,6 +424,17 @@ mod tests {
         let mut f = facts("max-age=60");
         f.status = 404;
         assert_eq!(storable(&f, OK, 1 << 20, None, 0), Err(NotStored::Status), "narrowed");
+    }
+
+    #[test]
+    fn must_understand_stores_only_understood_statuses_and_overrides_no_store() {
+        let mut f = facts("max-age=60, no-store, must-understand");
+        assert_eq!(storable(&f, ANY, 1 << 20, None, 0), Ok(60));
+        f.status = 599;
+        assert_eq!(storable(&f, ANY, 1 << 20, None, 0), Err(NotStored::Status));
+        let mut plain = facts("max-age=60, must-understand");
+        plain.status = 599;
+        assert_eq!(storable(&plain, ANY, 1 << 20, None, 0), Err(NotStored::Status));
     }
 
     #[test]

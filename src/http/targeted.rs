@@ -63,6 +63,7 @@ pub fn parse(v: &[u8]) -> Option<CacheControl> {
             "private" => cc.private = flag,
             "public" => cc.public = flag,
             "must-revalidate" | "proxy-revalidate" => cc.must_revalidate = flag,
+            "must-understand" => cc.must_understand = flag,
             "max-age" => cc.max_age = Some(secs()?),
             "s-maxage" => cc.s_maxage = Some(secs()?),
             "stale-while-revalidate" => cc.stale_while_revalidate = Some(secs()?),
