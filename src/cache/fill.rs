@@ -114,7 +114,10 @@ pub fn prepare(
             b"content-encoding" => encoding = Encoding::from_header(value),
             _ => {}
         }
-        if replayed(&lower) && !resp.hop_by_hop(&lower) && !(lower == b"date" && replay_has_date(&replay)) {
+        if replayed(&lower)
+            && !resp.hop_by_hop(&lower)
+            && !(lower == b"date" && replay_has_date(&replay))
+        {
             replay.push((name.to_vec(), value.to_vec()));
         }
     }
@@ -308,9 +311,16 @@ mod tests {
             (5000, 5060, 1000)
         );
         let names: Vec<&[u8]> = m.headers().map(|(n, _)| n).collect();
-        assert_eq!(names, [&b"Cache-Control"[..], b"ETag", b"Cache-Tag", b"Date"]);
+        assert_eq!(
+            names,
+            [&b"Cache-Control"[..], b"ETag", b"Cache-Tag", b"Date"]
+        );
         let date = m.headers().find(|(n, _)| *n == b"Date").map(|(_, v)| v);
-        assert_eq!(date, Some(&b"Thu, 01 Jan 1970 01:23:20 GMT"[..]), "the fill's time");
+        assert_eq!(
+            date,
+            Some(&b"Thu, 01 Jan 1970 01:23:20 GMT"[..]),
+            "the fill's time"
+        );
         assert_eq!(p.kind, SourceKind::Text);
         assert_eq!(p.capacity, 10);
         assert_eq!(p.scopes.tags.len(), 2);
@@ -382,7 +392,10 @@ mod tests {
         )
         .unwrap();
         let names: Vec<Vec<u8>> = p.meta.headers.iter().map(|(n, _)| n.clone()).collect();
-        assert_eq!(names, [b"Cache-Control".to_vec(), b"c".to_vec(), b"Date".to_vec()]);
+        assert_eq!(
+            names,
+            [b"Cache-Control".to_vec(), b"c".to_vec(), b"Date".to_vec()]
+        );
     }
 
     #[test]
@@ -406,7 +419,11 @@ mod tests {
             .filter(|(n, _)| n == b"Date")
             .map(|(_, v)| &v[..])
             .collect();
-        assert_eq!(dates, [&b"Thu, 01 Jan 1970 01:23:00 GMT"[..]], "the first Date only");
+        assert_eq!(
+            dates,
+            [&b"Thu, 01 Jan 1970 01:23:00 GMT"[..]],
+            "the first Date only"
+        );
     }
 
     #[test]

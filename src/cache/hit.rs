@@ -110,7 +110,11 @@ pub fn revalidation_target(found: Descriptor, source_stored: bool) -> Descriptor
 /// `If-None-Match` decides when present (weak comparison, `*` matches); only without it
 /// `If-Modified-Since`, true when the stored `Last-Modified` — or, lacking one, the stored
 /// `Date` (RFC 9111 4.3.2) — is not later than it. An unparseable date is ignored.
-pub fn not_modified(meta: &MetaView, if_none_match: Option<&[u8]>, if_modified_since: Option<&[u8]>) -> bool {
+pub fn not_modified(
+    meta: &MetaView,
+    if_none_match: Option<&[u8]>,
+    if_modified_since: Option<&[u8]>,
+) -> bool {
     if let Some(inm) = if_none_match {
         let Some(etag) = meta.etag() else {
             return false;
@@ -217,11 +221,23 @@ mod tests {
         let m = MetaView::parse(&meta).unwrap();
         let early = b"Thu, 01 Jan 1970 00:00:10 GMT";
         let late = b"Thu, 01 Jan 1970 01:00:00 GMT";
-        assert!(not_modified(&m, Some(b"\"abc\""), Some(early)), "INM matches, IMS ignored");
-        assert!(!not_modified(&m, Some(b"\"x\""), Some(late)), "INM fails, IMS ignored");
-        assert!(not_modified(&m, Some(b"\"x\", W/\"abc\""), None), "weak comparison");
+        assert!(
+            not_modified(&m, Some(b"\"abc\""), Some(early)),
+            "INM matches, IMS ignored"
+        );
+        assert!(
+            !not_modified(&m, Some(b"\"x\""), Some(late)),
+            "INM fails, IMS ignored"
+        );
+        assert!(
+            not_modified(&m, Some(b"\"x\", W/\"abc\""), None),
+            "weak comparison"
+        );
         assert!(not_modified(&m, Some(b"*"), None));
-        assert!(not_modified(&m, None, Some(late)), "Last-Modified before IMS");
+        assert!(
+            not_modified(&m, None, Some(late)),
+            "Last-Modified before IMS"
+        );
         assert!(!not_modified(&m, None, Some(early)));
         assert!(!not_modified(&m, None, Some(b"garbage")));
         assert!(!not_modified(&m, None, None));
@@ -237,8 +253,16 @@ mod tests {
         .encode()
         .unwrap();
         let m = MetaView::parse(&meta).unwrap();
-        assert!(not_modified(&m, None, Some(b"Thu, 01 Jan 1970 00:16:40 GMT")));
-        assert!(!not_modified(&m, None, Some(b"Thu, 01 Jan 1970 00:16:39 GMT")));
+        assert!(not_modified(
+            &m,
+            None,
+            Some(b"Thu, 01 Jan 1970 00:16:40 GMT")
+        ));
+        assert!(!not_modified(
+            &m,
+            None,
+            Some(b"Thu, 01 Jan 1970 00:16:39 GMT")
+        ));
         assert!(!not_modified(&m, Some(b"\"a\""), None), "no ETag stored");
     }
 

@@ -102,7 +102,12 @@ pub fn parse_age(lines: &[&[u8]]) -> Option<u64> {
         return None;
     }
     let digits = std::str::from_utf8(member).ok()?;
-    Some(digits.parse::<u64>().unwrap_or(u64::MAX).min(MAX_DELTA_SECONDS))
+    Some(
+        digits
+            .parse::<u64>()
+            .unwrap_or(u64::MAX)
+            .min(MAX_DELTA_SECONDS),
+    )
 }
 
 /// Statuses that may be reused under heuristic freshness (RFC 9110 15.1), 206 aside (partial
@@ -355,7 +360,10 @@ mod tests {
             storable(&facts("max-age=60, s-maxage=120"), OK, 1 << 20, Some(5), 0),
             Ok(120)
         );
-        assert_eq!(storable(&facts("max-age=60"), OK, 1 << 20, Some(5), 0), Ok(60));
+        assert_eq!(
+            storable(&facts("max-age=60"), OK, 1 << 20, Some(5), 0),
+            Ok(60)
+        );
         let mut f = facts("");
         f.date = Some(1000);
         f.expires = Some(1300);
@@ -376,11 +384,22 @@ mod tests {
         let mut lm = facts("");
         lm.date = Some(100_000);
         lm.last_modified = Some(50_000);
-        assert_eq!(storable(&lm, ANY, 1 << 20, None, 100_000), Ok(5_000), "10% of Date - LM");
+        assert_eq!(
+            storable(&lm, ANY, 1 << 20, None, 100_000),
+            Ok(5_000),
+            "10% of Date - LM"
+        );
         lm.last_modified = Some(-10_000_000);
-        assert_eq!(storable(&lm, ANY, 1 << 20, None, 100_000), Ok(HEURISTIC_MAX), "capped");
+        assert_eq!(
+            storable(&lm, ANY, 1 << 20, None, 100_000),
+            Ok(HEURISTIC_MAX),
+            "capped"
+        );
         lm.last_modified = Some(50_000);
-        assert_eq!(storable(&lm, ANY, 1 << 20, Some(0), 100_000), Err(NotStored::ZeroLifetime));
+        assert_eq!(
+            storable(&lm, ANY, 1 << 20, Some(0), 100_000),
+            Err(NotStored::ZeroLifetime)
+        );
         assert_eq!(storable(&lm, ANY, 1 << 20, Some(30), 100_000), Ok(30));
     }
 
@@ -403,13 +422,21 @@ mod tests {
         // An explicit pagespeed_cache_valid does not pin an error page.
         let mut f = facts("");
         f.status = 404;
-        assert_eq!(storable(&f, ANY, 1 << 20, Some(60), 0), Err(NotStored::ZeroLifetime));
-        assert_eq!(storable(&f, Statuses::Listed(&[404]), 1 << 20, Some(60), 0), Ok(60));
+        assert_eq!(
+            storable(&f, ANY, 1 << 20, Some(60), 0),
+            Err(NotStored::ZeroLifetime)
+        );
+        assert_eq!(
+            storable(&f, Statuses::Listed(&[404]), 1 << 20, Some(60), 0),
+            Ok(60)
+        );
     }
 
     #[test]
     fn every_final_status_with_explicit_freshness_is_storable_by_default() {
-        for s in [200, 203, 204, 299, 301, 302, 303, 307, 308, 400, 404, 410, 499, 500, 503, 599] {
+        for s in [
+            200, 203, 204, 299, 301, 302, 303, 307, 308, 400, 404, 410, 499, 500, 503, 599,
+        ] {
             let mut f = facts("max-age=60");
             f.status = s;
             assert_eq!(storable(&f, ANY, 1 << 20, None, 0), Ok(60), "{s}");
@@ -417,13 +444,25 @@ mod tests {
         for s in [100, 103, 206, 304] {
             let mut f = facts("max-age=60");
             f.status = s;
-            assert_eq!(storable(&f, ANY, 1 << 20, None, 0), Err(NotStored::Status), "{s}");
+            assert_eq!(
+                storable(&f, ANY, 1 << 20, None, 0),
+                Err(NotStored::Status),
+                "{s}"
+            );
             let listed = Statuses::Listed(&[100, 103, 206, 304]);
-            assert_eq!(storable(&f, listed, 1 << 20, None, 0), Err(NotStored::Status), "{s}");
+            assert_eq!(
+                storable(&f, listed, 1 << 20, None, 0),
+                Err(NotStored::Status),
+                "{s}"
+            );
         }
         let mut f = facts("max-age=60");
         f.status = 404;
-        assert_eq!(storable(&f, OK, 1 << 20, None, 0), Err(NotStored::Status), "narrowed");
+        assert_eq!(
+            storable(&f, OK, 1 << 20, None, 0),
+            Err(NotStored::Status),
+            "narrowed"
+        );
     }
 
     #[test]
@@ -434,7 +473,10 @@ mod tests {
         assert_eq!(storable(&f, ANY, 1 << 20, None, 0), Err(NotStored::Status));
         let mut plain = facts("max-age=60, must-understand");
         plain.status = 599;
-        assert_eq!(storable(&plain, ANY, 1 << 20, None, 0), Err(NotStored::Status));
+        assert_eq!(
+            storable(&plain, ANY, 1 << 20, None, 0),
+            Err(NotStored::Status)
+        );
     }
 
     #[test]
@@ -445,11 +487,18 @@ mod tests {
         f.age = 15;
         assert_eq!(storable(&f, OK, 1 << 20, None, 1000), Ok(5));
         f.age = 0;
-        assert_eq!(storable(&f, OK, 1 << 20, None, 1012), Ok(8), "Date 12 s ago");
+        assert_eq!(
+            storable(&f, OK, 1 << 20, None, 1012),
+            Ok(8),
+            "Date 12 s ago"
+        );
         let mut old = facts("");
         old.date = Some(1400);
         old.expires = Some(1300);
-        assert_eq!(storable(&old, OK, 1 << 20, None, 1000), Err(NotStored::ZeroLifetime));
+        assert_eq!(
+            storable(&old, OK, 1 << 20, None, 1000),
+            Err(NotStored::ZeroLifetime)
+        );
     }
 
     #[test]
@@ -458,7 +507,10 @@ mod tests {
         assert_eq!(parse_age(&[b" 60 "]), Some(60));
         assert_eq!(parse_age(&[b"7200, 0"]), Some(7200));
         assert_eq!(parse_age(&[b"0", b"7200"]), Some(0));
-        assert_eq!(parse_age(&[b"99999999999999999999999"]), Some(MAX_DELTA_SECONDS));
+        assert_eq!(
+            parse_age(&[b"99999999999999999999999"]),
+            Some(MAX_DELTA_SECONDS)
+        );
         for bad in [&b"abc"[..], b"-7200", b"7200.0", b"", b"7200;foo=bar"] {
             assert_eq!(parse_age(&[bad]), None, "{}", String::from_utf8_lossy(bad));
         }
@@ -477,7 +529,11 @@ mod tests {
         f.cache_control = cc;
         f.targeted = true;
         f.expires = Some(0);
-        assert_eq!(storable(&f, ANY, 1 << 20, None, 0), Ok(100), "Expires ignored");
+        assert_eq!(
+            storable(&f, ANY, 1 << 20, None, 0),
+            Ok(100),
+            "Expires ignored"
+        );
         let plain: &[(&[u8], &[u8])] = &[(b"cache-control", b"max-age=5")];
         assert_eq!(
             response_directives(plain.iter().copied()),
@@ -517,7 +573,10 @@ mod tests {
     fn authorized_requests_are_stored_only_when_the_response_allows_it() {
         let mut f = facts("max-age=60");
         f.request_authorization = true;
-        assert_eq!(storable(&f, OK, 100, Some(60), 0), Err(NotStored::Authorization));
+        assert_eq!(
+            storable(&f, OK, 100, Some(60), 0),
+            Err(NotStored::Authorization)
+        );
         for cc in [
             "public, max-age=60",
             "s-maxage=60",

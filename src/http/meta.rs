@@ -392,16 +392,26 @@ mod tests {
 
     #[test]
     fn vary_values_are_normalised_where_the_semantics_are_the_same() {
-        let n = |name: &str, v: &str| String::from_utf8(normalize_vary_value(name, v.as_bytes())).unwrap();
+        let n = |name: &str, v: &str| {
+            String::from_utf8(normalize_vary_value(name, v.as_bytes())).unwrap()
+        };
         assert_eq!(n("foo", "1,2"), n("foo", " 1, 2 "));
         assert_eq!(n("foo", "a,  b"), "a, b");
-        assert_ne!(n("foo", "2, 1"), n("foo", "1, 2"), "order kept for other fields");
+        assert_ne!(
+            n("foo", "2, 1"),
+            n("foo", "1, 2"),
+            "order kept for other fields"
+        );
         assert_ne!(n("foo", "A"), n("foo", "a"), "case kept for other fields");
         let lang = |v: &str| n("accept-language", v);
         assert_eq!(lang("en, de"), lang("de, en"));
         assert_eq!(lang("en, de"), lang("eN, De"));
         assert_eq!(lang("en, de"), lang(" en ,   de"));
-        assert_ne!(lang("en;q=0.5, de"), lang("de;q=0.5, en"), "weights order them");
+        assert_ne!(
+            lang("en;q=0.5, de"),
+            lang("de;q=0.5, en"),
+            "weights order them"
+        );
         assert_eq!(lang("en;q=0.5, de;q=0.5"), lang("de;q=0.5, en;q=0.5"));
     }
 

@@ -27,7 +27,15 @@ mod tests {
     #[test]
     fn unknown_and_unsafe_methods_are_not_safe() {
         assert!(is_safe(b"GET") && is_safe(b"HEAD") && is_safe(b"OPTIONS"));
-        for m in [&b"POST"[..], b"PUT", b"DELETE", b"PATCH", b"M-SEARCH", b"FOO", b"get"] {
+        for m in [
+            &b"POST"[..],
+            b"PUT",
+            b"DELETE",
+            b"PATCH",
+            b"M-SEARCH",
+            b"FOO",
+            b"get",
+        ] {
             assert!(!is_safe(m), "{}", String::from_utf8_lossy(m));
         }
     }

@@ -231,7 +231,10 @@ impl Parser<'_> {
         if int_len > 15 {
             return None;
         }
-        let n: i64 = std::str::from_utf8(&self.b[start..self.i]).ok()?.parse().ok()?;
+        let n: i64 = std::str::from_utf8(&self.b[start..self.i])
+            .ok()?
+            .parse()
+            .ok()?;
         Some(Value::Integer(if negative { -n } else { n }))
     }
     fn string(&mut self) -> Option<Value> {
@@ -281,7 +284,10 @@ mod tests {
         assert!(cc.no_store);
         assert!(parse(b"private").unwrap().private);
         assert!(!parse(b"no-cache=?0").unwrap().no_cache);
-        assert_eq!(parse(b"max-age=99999999999").unwrap().max_age, Some(99_999_999_999));
+        assert_eq!(
+            parse(b"max-age=99999999999").unwrap().max_age,
+            Some(99_999_999_999)
+        );
         assert_eq!(parse(b"").unwrap(), CacheControl::default());
     }
 
