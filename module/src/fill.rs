@@ -22,7 +22,7 @@ use ngx_http_pagespeed_module::cache::fill::{
 };
 use ngx_http_pagespeed_module::cache::CacheStatus;
 use ngx_http_pagespeed_module::http::cache_control::NotStored;
-use ngx_http_pagespeed_module::http::url::Url;
+use ngx_http_pagespeed_module::http::url::{default_key, Url};
 use ngx_http_pagespeed_module::purge;
 use ngx_http_pagespeed_module::store::{
     Alternate, CommitOutcome, FillTicket, Key, LeaseToken, Release, Store,
@@ -219,6 +219,21 @@ fn decide_main(rq: Req, c: &mut RequestCtx) {
     if let Some((key, url)) = c.invalidate.take() {
         if rq.status() < 400 {
             invalidate(rq, store, &key, &url);
+            // RFC 9111 4.4: the URLs in Location and Content-Location too, on this origin.
+            let targets: Vec<Url> = rq
+                .headers_out()
+                .filter(|h| {
+                    let n = bytes(&h.key);
+                    n.eq_ignore_ascii_case(b"location") || n.eq_ignore_ascii_case(b"content-location")
+                })
+                .filter_map(|h| url.same_origin(bytes(&h.value)))
+                .filter(|t| t.path != url.path)
+                .collect();
+            for t in targets {
+                let port = t.port.unwrap_or(rq.local_port());
+                let k = default_key(&t.scheme, t.host.as_bytes(), port, t.path.as_bytes());
+                invalidate(rq, store, &k, &t);
+            }
         }
     }
     if let Some(fill) = c.fill.as_mut() {
