@@ -102,8 +102,8 @@ pub fn verdict_by_digest(v: &Validators, body: &[u8]) -> Verdict {
 }
 
 /// Header names an answer never changes in a stored alternate: the representation's own
-/// (each variant has its own type, coding and ETag; RFC 9111 3.2 keeps Content-Length) and
-/// what selected it.
+/// (each variant has its own type, coding and ETag; RFC 9111 3.2 keeps Content-Length; a
+/// Content-MD5 is a digest of the stored bytes) and what selected it.
 fn protected(lower: &[u8]) -> bool {
     matches!(
         lower,
@@ -111,6 +111,7 @@ fn protected(lower: &[u8]) -> bool {
             | b"content-type"
             | b"content-encoding"
             | b"content-length"
+            | b"content-md5"
             | b"content-range"
             | b"vary"
     )
@@ -358,6 +359,7 @@ mod tests {
                 ("ETag", "\"v1\""),
                 ("Cache-Control", "max-age=120"),
                 ("Content-Type", "text/plain"),
+                ("Content-MD5", "other"),
                 ("Connection", "close"),
             ],
         );
