@@ -224,7 +224,8 @@ fn decide_main(rq: Req, c: &mut RequestCtx) {
                 .headers_out()
                 .filter(|h| {
                     let n = bytes(&h.key);
-                    n.eq_ignore_ascii_case(b"location") || n.eq_ignore_ascii_case(b"content-location")
+                    n.eq_ignore_ascii_case(b"location")
+                        || n.eq_ignore_ascii_case(b"content-location")
                 })
                 .filter_map(|h| url.same_origin(bytes(&h.value)))
                 .filter(|t| t.path != url.path)
