@@ -23,6 +23,9 @@ worker_processes 2;
 events {}
 http {
     %%TEST_GLOBALS_HTTP%%
+    # The origin here sends no explicit freshness; the default reuses such responses only
+    # under heuristic freshness (RFC 9111 4.2.2), so these tests give them a lifetime.
+    pagespeed_cache_valid 10m;
     pagespeed_cache_path %%TESTDIR%%/cache.bin size=8m;
 
     server {

@@ -17,14 +17,13 @@ use super::ffi::bytes;
 use super::log::guard;
 use ngx_http_pagespeed_module::cache::stale::UseStale;
 use ngx_http_pagespeed_module::fleet::Config as FleetConfig;
+use ngx_http_pagespeed_module::http::cache_control::Statuses;
 use ngx_http_pagespeed_module::http::csrf::Origin;
 use ngx_http_pagespeed_module::store::{MAX_SEGMENT, MIN_SEGMENT};
 use ngx_http_pagespeed_module::variant::{VariantPolicy, VaryValues};
 
 /// Default segment when no `pagespeed_cache_path` is given.
 pub const DEFAULT_SIZE: u64 = 64 << 20;
-/// Lifetime of responses without freshness information.
-const DEFAULT_VALID: time_t = 600;
 /// How long a request waits for another's fill before going to the origin itself.
 const DEFAULT_LOCK_TIMEOUT: ngx_msec_t = 5000;
 const NGX_CONF_UNSET_MSEC: ngx_msec_t = ngx_msec_t::MAX;
@@ -163,8 +162,12 @@ impl Default for LocConf {
 }
 
 impl LocConf {
-    pub fn statuses(&self) -> &[u16] {
-        self.statuses.as_deref().unwrap_or(&[200])
+    /// `pagespeed_cache_statuses`, or every status the RFC lets a cache store.
+    pub fn statuses(&self) -> Statuses<'_> {
+        match self.statuses.as_deref() {
+            Some(l) => Statuses::Listed(l),
+            None => Statuses::Default,
+        }
     }
 
     pub fn variants(&self) -> VariantPolicy {
@@ -198,12 +201,11 @@ impl Merge for LocConf {
     fn merge(&mut self, prev: &LocConf) -> Result<(), MergeConfigError> {
         let unset_flag = NGX_CONF_UNSET as ngx_flag_t;
         inherit(&mut self.cache, prev.cache, unset_flag, 0);
-        inherit(
-            &mut self.valid,
-            prev.valid,
-            NGX_CONF_UNSET as time_t,
-            DEFAULT_VALID,
-        );
+        // Unset stays unset: responses without explicit freshness then get heuristic
+        // freshness only (RFC 9111 4.2.2).
+        if self.valid == NGX_CONF_UNSET as time_t {
+            self.valid = prev.valid;
+        }
         inherit(&mut self.build_on_fill, prev.build_on_fill, unset_flag, 1);
         inherit(&mut self.revalidate, prev.revalidate, unset_flag, 1);
         inherit(&mut self.lock, prev.lock, unset_flag, 1);

@@ -518,6 +518,7 @@ impl<'a> Req<'a> {
             Typed::ContentEncoding => out.content_encoding = h,
             Typed::Location => out.location = h,
             Typed::Expires => out.expires = h,
+            Typed::Date => out.date = h,
             // SAFETY: r is live and h is one of its headers_out elements.
             Typed::CacheControl => return unsafe { cc.push(self.raw(), h) },
         }
@@ -787,6 +788,52 @@ impl<'a> Req<'a> {
         self.get_mut().set_header_sent(1);
     }
 
+    /// The upstream's `Date` line (nginx's proxy hides it from `headers_out`), if any.
+    pub fn upstream_date(&self) -> Option<&'a [u8]> {
+        // SAFETY: r->upstream is null or the request's live upstream; its date is null or
+        // one of its header lines, which live as long as the request.
+        unsafe {
+            let u = self.get().upstream.as_ref()?;
+            u.headers_in.date.as_ref().map(|h| bytes(&h.value))
+        }
+    }
+
+    /// The field names (lowercase) the upstream's `Connection` lines list: nginx consumes
+    /// them, so they are read from the upstream's own header list.
+    pub fn upstream_connection_listed(&self) -> Vec<Vec<u8>> {
+        // SAFETY: r->upstream is null or the request's live upstream.
+        let Some(u) = (unsafe { self.get().upstream.as_ref() }) else {
+            return Vec::new();
+        };
+        if u.headers_in.status_n == 0 {
+            return Vec::new();
+        }
+        // SAFETY: the upstream's header list is initialized once it has a status.
+        unsafe { header_list(&u.headers_in.headers) }
+            .filter(|h| bytes(&h.key).eq_ignore_ascii_case(b"connection"))
+            .flat_map(|h| bytes(&h.value).split(|&c| c == b','))
+            .map(|n| n.trim_ascii().to_ascii_lowercase())
+            .filter(|n| !n.is_empty())
+            .collect()
+    }
+
+    /// Answers a hit's conditional request itself: a 304 with the stored headers but no
+    /// body or representation fields, as nginx's not_modified filter makes one.
+    pub fn make_not_modified(&self) {
+        let r = self.get_mut();
+        let out = &mut r.headers_out;
+        out.status = nginx_sys::NGX_HTTP_NOT_MODIFIED as _;
+        out.status_line.len = 0;
+        out.content_type.len = 0;
+        out.content_length_n = -1;
+        // SAFETY: content_encoding is null or one of this request's headers_out lines.
+        if let Some(h) = unsafe { out.content_encoding.as_mut() } {
+            h.hash = 0;
+        }
+        out.content_encoding = std::ptr::null_mut();
+        r.set_allow_ranges(0);
+    }
+
     /// Whether the origin answered this request itself, or nginx produced its status.
     pub fn upstream_answer(&self) -> UpstreamAnswer {
         // SAFETY: r->upstream is null or the request's live upstream.
@@ -919,6 +966,7 @@ pub enum UpstreamAnswer {
 /// The typed `headers_out` fields a replayed header may have to fill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Typed {
+    Date,
     Etag,
     ContentEncoding,
     Location,

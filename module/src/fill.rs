@@ -23,7 +23,7 @@ use ngx_http_pagespeed_module::cache::fill::{
 use ngx_http_pagespeed_module::cache::CacheStatus;
 use ngx_http_pagespeed_module::fleet::StreamId;
 use ngx_http_pagespeed_module::http::cache_control::NotStored;
-use ngx_http_pagespeed_module::http::url::Url;
+use ngx_http_pagespeed_module::http::url::{default_key, Url};
 use ngx_http_pagespeed_module::purge;
 use ngx_http_pagespeed_module::store::{
     Alternate, CommitOutcome, FillTicket, Key, LeaseToken, Release, Store,
@@ -236,6 +236,22 @@ fn decide_main(rq: Req, c: &mut RequestCtx) {
     if let Some((key, url)) = c.invalidate.take() {
         if rq.status() < 400 {
             invalidate(rq, store, &key, &url);
+            // RFC 9111 4.4: the URLs in Location and Content-Location too, on this origin.
+            let targets: Vec<Url> = rq
+                .headers_out()
+                .filter(|h| {
+                    let n = bytes(&h.key);
+                    n.eq_ignore_ascii_case(b"location")
+                        || n.eq_ignore_ascii_case(b"content-location")
+                })
+                .filter_map(|h| url.same_origin(bytes(&h.value)))
+                .filter(|t| t.path != url.path)
+                .collect();
+            for t in targets {
+                let port = t.port.unwrap_or(rq.local_port());
+                let k = default_key(&t.scheme, t.host.as_bytes(), port, t.path.as_bytes());
+                invalidate(rq, store, &k, &t);
+            }
         }
     }
     if let (Some(up), Some(start), Some(fill)) =
@@ -277,16 +293,20 @@ fn decide_main(rq: Req, c: &mut RequestCtx) {
 }
 
 /// The response as the core's fill rules read it.
+/// Behind an upstream the origin's `Date`, which nginx hides from `headers_out`, comes first.
 pub fn response_head(rq: Req<'_>) -> ResponseHead<'_> {
+    let mut headers: Vec<(&[u8], &[u8])> = Vec::new();
+    if let Some(date) = rq.upstream_date() {
+        headers.push((b"Date", date));
+    }
+    headers.extend(rq.headers_out().map(|h| (bytes(&h.key), bytes(&h.value))));
     ResponseHead {
         status: rq.status(),
-        headers: rq
-            .headers_out()
-            .map(|h| (bytes(&h.key), bytes(&h.value)))
-            .collect(),
+        headers,
         content_type: rq.content_type(),
         content_length: rq.response_length(),
         last_modified: rq.last_modified(),
+        connection_listed: rq.upstream_connection_listed(),
     }
 }
 
@@ -308,7 +328,7 @@ pub fn fill_policy<'a>(rq: Req<'a>, store: &Store) -> FillPolicy<'a> {
     let lcf = rq.loc_conf();
     FillPolicy {
         statuses: lcf.statuses(),
-        default_lifetime: lcf.valid as u64,
+        default_lifetime: (lcf.valid >= 0).then_some(lcf.valid as u64),
         max_object: (lcf.max_object as u64).min(store.max_object()),
     }
 }

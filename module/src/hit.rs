@@ -5,8 +5,8 @@
 use nginx_sys::{
     ngx_array_push, ngx_conf_t, ngx_event_t, ngx_http_add_variable, ngx_http_handler_pt,
     ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_http_request_t, ngx_http_variable_value_t,
-    ngx_int_t, ngx_str_t, ngx_uint_t, NGX_HTTP_DELETE, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_PATCH,
-    NGX_HTTP_POST, NGX_HTTP_PUT, NGX_HTTP_VAR_NOCACHEABLE, NGX_LOG_WARN,
+    ngx_int_t, ngx_str_t, ngx_uint_t, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_VAR_NOCACHEABLE,
+    NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_log_error;
@@ -20,11 +20,12 @@ use super::log::{fault_log_allowed, guard};
 use super::revalidate::{self, Outcome, Revalidation};
 use super::{admin, builder};
 use ngx_http_pagespeed_module::cache::hit::{
-    revalidation_target, split_content_type, usable, Selector, Usable,
+    not_modified, revalidation_target, split_content_type, usable, Selector, Usable,
 };
 use ngx_http_pagespeed_module::cache::stale::{on_error, while_revalidating, Failure, Staleness};
 use ngx_http_pagespeed_module::cache::CacheStatus;
 use ngx_http_pagespeed_module::http::meta::MetaView;
+use ngx_http_pagespeed_module::http::method;
 use ngx_http_pagespeed_module::http::url::{custom_key, default_key, split_host, Url};
 use ngx_http_pagespeed_module::store::{
     monotonic_ms, FreshnessCounter, Key, Lease, LeaseRequest, LeaseToken, Lookup, Release,
@@ -300,10 +301,6 @@ extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     })
 }
 
-fn unsafe_method(method: u32) -> bool {
-    method & (NGX_HTTP_POST | NGX_HTTP_PUT | NGX_HTTP_DELETE | NGX_HTTP_PATCH) != 0
-}
-
 fn precontent(rq: Req) -> ngx_int_t {
     let lcf = rq.loc_conf();
     let purge_method = lcf.purge_method();
@@ -326,7 +323,8 @@ fn precontent(rq: Req) -> ngx_int_t {
             if method != NGX_HTTP_GET && method != NGX_HTTP_HEAD {
                 let mut c = RequestCtx::new(CacheStatus::Bypass);
                 c.stage = Stage::Done;
-                if unsafe_method(method) {
+                // RFC 9111 4.4: any method not known to be safe, an unknown one included.
+                if !method::is_safe(rq.method_name()) {
                     c.invalidate = identity(&rq, lcf).map(|(k, id)| (k, id.url()));
                 }
                 rq.set_ctx(c);
@@ -794,7 +792,10 @@ fn serve(rq: Req) -> ngx_int_t {
             return ERROR;
         };
         let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
-        let typed = if is(b"etag") {
+        let typed = if is(b"date") {
+            // The stored response's Date, not nginx's current time (RFC 9111 4).
+            Some(Typed::Date)
+        } else if is(b"etag") {
             Some(Typed::Etag)
         } else if is(b"content-encoding") {
             Some(Typed::ContentEncoding)
@@ -829,11 +830,30 @@ fn serve(rq: Req) -> ngx_int_t {
     {
         return ERROR;
     }
+    if answers_not_modified(rq, &m) {
+        rq.make_not_modified();
+    }
     let rc = rq.send_header();
     if rc == ERROR || rc > OK || rq.header_only() {
         return rc;
     }
     rq.send_body(s.body())
+}
+
+/// Whether a hit answers the request's `If-None-Match` / `If-Modified-Since` with a 304
+/// itself, in the RFC 9110 13.2.2 order (nginx's not_modified filter wants both to pass and
+/// compares dates for equality). Requests with `If-Match` or `If-Unmodified-Since`, and
+/// stored responses other than 200, are left to nginx's filters.
+fn answers_not_modified(rq: Req, m: &MetaView) -> bool {
+    if m.status != 200 || !matches!(rq.method(), NGX_HTTP_GET | NGX_HTTP_HEAD) {
+        return false;
+    }
+    if rq.header_in("if-match").is_some() || rq.header_in("if-unmodified-since").is_some() {
+        return false;
+    }
+    let inm = rq.header_in("if-none-match");
+    let ims = rq.header_in("if-modified-since");
+    (inm.is_some() || ims.is_some()) && not_modified(m, inm.as_deref(), ims.as_deref())
 }
 
 /// Adds the `Vary` (and `Accept-CH`) a key whose original has `source_type` needs under the

@@ -189,7 +189,10 @@ fn replay_meta(
         headers: resp
             .headers
             .iter()
-            .filter(|(n, _)| replayed(&n.to_ascii_lowercase()))
+            .filter(|(n, _)| {
+                let lower = n.to_ascii_lowercase();
+                replayed(&lower) && !resp.hop_by_hop(&lower)
+            })
             .map(|(n, v)| (n.to_vec(), v.to_vec()))
             .collect(),
         ..Default::default()

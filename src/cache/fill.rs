@@ -3,7 +3,8 @@
 //! the key's alternates (its content encoding, the origin's own `Vary` values).
 
 use crate::http::cache_control::{
-    parse_http_date, storable, CacheControl, NotStored, ResponseFacts,
+    format_http_date, initial_age, parse_age, parse_http_date, response_directives, storable,
+    CacheControl, NotStored, ResponseFacts, Statuses,
 };
 use crate::http::meta::{normalize_vary_value, StoredMeta};
 use crate::store::{Buckets, ScopeSet, UrlId};
@@ -21,6 +22,16 @@ pub struct ResponseHead<'a> {
     pub content_length: Option<u64>,
     /// Unix seconds of `Last-Modified`, when the response has one.
     pub last_modified: Option<i64>,
+    /// The field names (lowercase) the origin's `Connection` header listed: hop-by-hop,
+    /// never stored (RFC 9111 3.1, RFC 9110 7.6.1).
+    pub connection_listed: Vec<Vec<u8>>,
+}
+
+impl ResponseHead<'_> {
+    /// Whether a header (lowercase name) belongs to this hop only.
+    pub fn hop_by_hop(&self, lower: &[u8]) -> bool {
+        self.connection_listed.iter().any(|n| n == lower)
+    }
 }
 
 /// What the fill needs of the request that caused it.
@@ -34,9 +45,10 @@ pub struct RequestHead<'a> {
 
 /// The location's storage rules.
 pub struct FillPolicy<'a> {
-    pub statuses: &'a [u16],
-    /// Lifetime of a response without explicit freshness.
-    pub default_lifetime: u64,
+    pub statuses: Statuses<'a>,
+    /// Lifetime of a response without explicit freshness, when the operator set one
+    /// (`pagespeed_cache_valid`); otherwise heuristic freshness decides.
+    pub default_lifetime: Option<u64>,
     /// Largest body stored (the smaller of the location's and the store's limits).
     pub max_object: u64,
 }
@@ -64,21 +76,22 @@ pub fn prepare(
     buckets: &Buckets,
     now: i64,
 ) -> Result<Prepared, NotStored> {
-    let mut cc_values: Vec<&[u8]> = Vec::new();
     let mut facts = ResponseFacts {
         status: resp.status,
         content_length: resp.content_length,
         request_authorization: req.authorization,
+        last_modified: resp.last_modified,
         ..Default::default()
     };
     let mut vary_names: Vec<String> = Vec::new();
     let mut tags = Vec::new();
     let mut encoding = Encoding::Identity;
     let mut replay = Vec::new();
+    let mut age_lines: Vec<&[u8]> = Vec::new();
+    let mut has_date = false;
     for &(name, value) in &resp.headers {
         let lower = name.to_ascii_lowercase();
         match lower.as_slice() {
-            b"cache-control" => cc_values.push(value),
             b"set-cookie" => facts.set_cookie = true,
             b"vary" => {
                 for v in value.split(|&c| c == b',') {
@@ -92,20 +105,31 @@ pub fn prepare(
                 }
             }
             b"expires" => facts.expires = Some(parse_http_date(value).unwrap_or(0)),
-            b"date" => facts.date = parse_http_date(value),
-            b"age" => {
-                let age = std::str::from_utf8(value).map_err(|_| NotStored::BadAge)?;
-                facts.age = age.trim().parse().unwrap_or(0);
+            b"date" if !has_date => {
+                has_date = true;
+                facts.date = parse_http_date(value);
             }
+            b"age" => age_lines.push(value),
             b"surrogate-key" | b"cache-tag" => split_tags(value, &mut tags),
             b"content-encoding" => encoding = Encoding::from_header(value),
             _ => {}
         }
-        if replayed(&lower) {
+        if replayed(&lower)
+            && !resp.hop_by_hop(&lower)
+            && !(lower == b"date" && replay_has_date(&replay))
+        {
             replay.push((name.to_vec(), value.to_vec()));
         }
     }
-    facts.cache_control = CacheControl::parse(&cc_values);
+    if !has_date {
+        // A hit carries the Date of the response it replays (RFC 9110 6.6.1): the time of
+        // the fill when the origin sent none.
+        replay.push((b"Date".to_vec(), format_http_date(now).into_bytes()));
+    }
+    let (cc, targeted) = response_directives(resp.headers.iter().copied());
+    facts.cache_control = cc;
+    facts.targeted = targeted;
+    facts.age = parse_age(&age_lines).unwrap_or(0);
     facts.request_no_store = CacheControl::parse(&[req.cache_control.unwrap_or_default()]).no_store;
     let lifetime = storable(
         &facts,
@@ -120,7 +144,7 @@ pub fn prepare(
         .into_iter()
         .map(|n| {
             let v = (req.header)(&n)
-                .map(|v| normalize_vary_value(&v))
+                .map(|v| normalize_vary_value(&n, &v))
                 .unwrap_or_default();
             (n, v)
         })
@@ -131,7 +155,7 @@ pub fn prepare(
         // A lifetime over i64::MAX (max-age=18446744073709551615) must not wrap to the past.
         expires_at: now.saturating_add(i64::try_from(lifetime).unwrap_or(i64::MAX)),
         last_modified: resp.last_modified.unwrap_or(-1),
-        age: facts.age.min(u32::MAX as u64) as u32,
+        age: initial_age(&facts, now).min(u32::MAX as u64) as u32,
         content_type: resp.content_type.to_vec(),
         source_type: Vec::new(),
         digest: [0; 16],
@@ -177,6 +201,10 @@ fn vary_hash(vary: &[(String, Vec<u8>)]) -> Option<u16> {
     Some(h.digest() as u16)
 }
 
+fn replay_has_date(replay: &[(Vec<u8>, Vec<u8>)]) -> bool {
+    replay.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"date"))
+}
+
 /// Splits `Surrogate-Key` (space separated) and `Cache-Tag` (comma separated) values.
 pub fn split_tags(v: &[u8], out: &mut Vec<String>) {
     for t in v.split(|&c| c == b',' || c == b' ' || c == b'\t') {
@@ -188,6 +216,7 @@ pub fn split_tags(v: &[u8], out: &mut Vec<String>) {
 
 /// Response headers (lowercase name) replayed from the cache: not the hop-by-hop ones, not
 /// those nginx generates itself, not those carried in typed fields of the stored metadata.
+/// `Date` is replayed: a hit carries the stored response's (RFC 9111 4, 4.3.4).
 pub fn replayed(lower: &[u8]) -> bool {
     !matches!(
         lower,
@@ -199,7 +228,6 @@ pub fn replayed(lower: &[u8]) -> bool {
             | b"trailer"
             | b"transfer-encoding"
             | b"upgrade"
-            | b"date"
             | b"server"
             | b"content-length"
             | b"content-type"
@@ -243,6 +271,12 @@ mod tests {
             content_type: b"text/css",
             content_length: Some(10),
             last_modified: Some(1000),
+            connection_listed: headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+                .flat_map(|(_, v)| v.split(','))
+                .map(|n| n.trim().to_ascii_lowercase().into_bytes())
+                .collect(),
         };
         let req = RequestHead {
             authorization: false,
@@ -250,8 +284,8 @@ mod tests {
             header: req_header,
         };
         let policy = FillPolicy {
-            statuses: &[200],
-            default_lifetime: 600,
+            statuses: Statuses::Listed(&[200]),
+            default_lifetime: Some(600),
             max_object: 1 << 20,
         };
         prepare(&resp, &req, &policy, &url(), &B, 5000)
@@ -277,7 +311,16 @@ mod tests {
             (5000, 5060, 1000)
         );
         let names: Vec<&[u8]> = m.headers().map(|(n, _)| n).collect();
-        assert_eq!(names, [&b"Cache-Control"[..], b"ETag", b"Cache-Tag"]);
+        assert_eq!(
+            names,
+            [&b"Cache-Control"[..], b"ETag", b"Cache-Tag", b"Date"]
+        );
+        let date = m.headers().find(|(n, _)| *n == b"Date").map(|(_, v)| v);
+        assert_eq!(
+            date,
+            Some(&b"Thu, 01 Jan 1970 01:23:20 GMT"[..]),
+            "the fill's time"
+        );
         assert_eq!(p.kind, SourceKind::Text);
         assert_eq!(p.capacity, 10);
         assert_eq!(p.scopes.tags.len(), 2);
@@ -332,6 +375,67 @@ mod tests {
             let p = prep(&[("Cache-Control", cc)], &none).unwrap();
             assert_eq!(p.meta.expires_at, i64::MAX, "{cc}");
         }
+    }
+
+    #[test]
+    fn connection_listed_fields_are_never_stored() {
+        let none = |_: &str| None;
+        let p = prep(
+            &[
+                ("Cache-Control", "max-age=60"),
+                ("Connection", "a, B"),
+                ("a", "1"),
+                ("b", "2"),
+                ("c", "3"),
+            ],
+            &none,
+        )
+        .unwrap();
+        let names: Vec<Vec<u8>> = p.meta.headers.iter().map(|(n, _)| n.clone()).collect();
+        assert_eq!(
+            names,
+            [b"Cache-Control".to_vec(), b"c".to_vec(), b"Date".to_vec()]
+        );
+    }
+
+    #[test]
+    fn the_origin_date_is_kept_and_counts_toward_the_age() {
+        let none = |_: &str| None;
+        let p = prep(
+            &[
+                ("Cache-Control", "max-age=60"),
+                ("Date", "Thu, 01 Jan 1970 01:23:00 GMT"),
+                ("Date", "Thu, 01 Jan 1970 01:00:00 GMT"),
+            ],
+            &none,
+        )
+        .unwrap();
+        assert_eq!(p.meta.age, 20, "5000 - 4980");
+        assert_eq!(p.meta.expires_at, 5040);
+        let dates: Vec<&[u8]> = p
+            .meta
+            .headers
+            .iter()
+            .filter(|(n, _)| n == b"Date")
+            .map(|(_, v)| &v[..])
+            .collect();
+        assert_eq!(
+            dates,
+            [&b"Thu, 01 Jan 1970 01:23:00 GMT"[..]],
+            "the first Date only"
+        );
+    }
+
+    #[test]
+    fn age_is_read_as_the_rfc_says() {
+        let none = |_: &str| None;
+        let age = |v: &'static str| {
+            prep(&[("Cache-Control", "max-age=100"), ("Age", v)], &none).map(|p| p.meta.age)
+        };
+        assert_eq!(age("30"), Ok(30));
+        assert_eq!(age("30, 90"), Ok(30));
+        assert_eq!(age("abc"), Ok(0), "ignored");
+        assert_eq!(age("200"), Err(NotStored::ZeroLifetime));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! build for the client when the best one for it is not stored yet.
 
 use super::stale::Staleness;
+use crate::http::cache_control::parse_http_date;
 use crate::http::meta::{MetaView, StoredMeta};
 use crate::store::{Hit, PurgeState, MAX_ALTERNATES};
 use crate::variant::{
@@ -105,6 +106,40 @@ pub fn revalidation_target(found: Descriptor, source_stored: bool) -> Descriptor
     }
 }
 
+/// Whether a hit answers a client's conditional GET or HEAD with 304 (RFC 9110 13.2.2):
+/// `If-None-Match` decides when present (weak comparison, `*` matches); only without it
+/// `If-Modified-Since`, true when the stored `Last-Modified` — or, lacking one, the stored
+/// `Date` (RFC 9111 4.3.2) — is not later than it. An unparseable date is ignored.
+pub fn not_modified(
+    meta: &MetaView,
+    if_none_match: Option<&[u8]>,
+    if_modified_since: Option<&[u8]>,
+) -> bool {
+    if let Some(inm) = if_none_match {
+        let Some(etag) = meta.etag() else {
+            return false;
+        };
+        let opaque = |t: &[u8]| {
+            let t = t.trim_ascii();
+            t.strip_prefix(b"W/").unwrap_or(t).to_vec()
+        };
+        let stored = opaque(etag);
+        return inm
+            .split(|&c| c == b',')
+            .map(<[u8]>::trim_ascii)
+            .any(|t| t == b"*" || opaque(t) == stored);
+    }
+    let Some(ims) = if_modified_since.and_then(parse_http_date) else {
+        return false;
+    };
+    let validator = if meta.last_modified >= 0 {
+        Some(meta.last_modified)
+    } else {
+        meta.date()
+    };
+    validator.is_some_and(|t| t <= ims)
+}
+
 /// The media type's length and the `charset` parameter's value within a Content-Type, the
 /// way nginx's upstream module splits one it copies (`content_type_len`, `charset`), so that
 /// filters matching types see a HIT as they saw the MISS: the type ends at the `;` that starts
@@ -172,6 +207,63 @@ mod tests {
         assert_eq!(revalidation_target(varied, true), varied);
         let varied_gz = Descriptor::original(Encoding::Gzip, Some(7));
         assert_eq!(revalidation_target(varied_gz, true), varied_gz);
+    }
+
+    #[test]
+    fn if_none_match_takes_precedence_over_if_modified_since() {
+        let meta = StoredMeta {
+            last_modified: 1000,
+            headers: vec![(b"ETag".to_vec(), b"\"abc\"".to_vec())],
+            ..Default::default()
+        }
+        .encode()
+        .unwrap();
+        let m = MetaView::parse(&meta).unwrap();
+        let early = b"Thu, 01 Jan 1970 00:00:10 GMT";
+        let late = b"Thu, 01 Jan 1970 01:00:00 GMT";
+        assert!(
+            not_modified(&m, Some(b"\"abc\""), Some(early)),
+            "INM matches, IMS ignored"
+        );
+        assert!(
+            !not_modified(&m, Some(b"\"x\""), Some(late)),
+            "INM fails, IMS ignored"
+        );
+        assert!(
+            not_modified(&m, Some(b"\"x\", W/\"abc\""), None),
+            "weak comparison"
+        );
+        assert!(not_modified(&m, Some(b"*"), None));
+        assert!(
+            not_modified(&m, None, Some(late)),
+            "Last-Modified before IMS"
+        );
+        assert!(!not_modified(&m, None, Some(early)));
+        assert!(!not_modified(&m, None, Some(b"garbage")));
+        assert!(!not_modified(&m, None, None));
+    }
+
+    #[test]
+    fn without_last_modified_the_stored_date_is_the_validator() {
+        let meta = StoredMeta {
+            last_modified: -1,
+            headers: vec![(b"Date".to_vec(), b"Thu, 01 Jan 1970 00:16:40 GMT".to_vec())],
+            ..Default::default()
+        }
+        .encode()
+        .unwrap();
+        let m = MetaView::parse(&meta).unwrap();
+        assert!(not_modified(
+            &m,
+            None,
+            Some(b"Thu, 01 Jan 1970 00:16:40 GMT")
+        ));
+        assert!(!not_modified(
+            &m,
+            None,
+            Some(b"Thu, 01 Jan 1970 00:16:39 GMT")
+        ));
+        assert!(!not_modified(&m, Some(b"\"a\""), None), "no ETag stored");
     }
 
     #[test]

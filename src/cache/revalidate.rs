@@ -5,7 +5,8 @@
 
 use super::fill::{replayed, FillPolicy, RequestHead, ResponseHead};
 use crate::http::cache_control::{
-    format_http_date, parse_http_date, storable, CacheControl, ResponseFacts,
+    format_http_date, initial_age, parse_age, parse_http_date, response_directives, storable,
+    CacheControl, ResponseFacts,
 };
 use crate::http::meta::{MetaView, StoredMeta};
 
@@ -101,8 +102,8 @@ pub fn verdict_by_digest(v: &Validators, body: &[u8]) -> Verdict {
 }
 
 /// Header names an answer never changes in a stored alternate: the representation's own
-/// (each variant has its own type, coding and ETag; RFC 9111 3.2 keeps Content-Length) and
-/// what selected it.
+/// (each variant has its own type, coding and ETag; RFC 9111 3.2 keeps Content-Length; a
+/// Content-MD5 is a digest of the stored bytes) and what selected it.
 fn protected(lower: &[u8]) -> bool {
     matches!(
         lower,
@@ -110,6 +111,7 @@ fn protected(lower: &[u8]) -> bool {
             | b"content-type"
             | b"content-encoding"
             | b"content-length"
+            | b"content-md5"
             | b"content-range"
             | b"vary"
     )
@@ -140,26 +142,26 @@ impl Update {
         now: i64,
     ) -> Update {
         let mut headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut age = 0u64;
+        let mut age_lines: Vec<&[u8]> = Vec::new();
+        let last_modified = answer
+            .last_modified
+            .or((original.last_modified >= 0).then_some(original.last_modified));
         let mut facts = ResponseFacts {
-            status: 200,
+            status: original.status,
             request_authorization: req.authorization,
+            last_modified,
             ..Default::default()
         };
         for &(name, value) in &answer.headers {
             let lower = name.to_ascii_lowercase();
             match lower.as_slice() {
-                b"age" => {
-                    age = std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|a| a.trim().parse().ok())
-                        .unwrap_or(0)
-                }
-                b"date" => facts.date = parse_http_date(value),
+                b"age" => age_lines.push(value),
+                b"date" if facts.date.is_none() => facts.date = parse_http_date(value),
+                b"date" => continue,
                 b"set-cookie" => facts.set_cookie = true,
                 _ => {}
             }
-            if replayed(&lower) && !protected(&lower) {
+            if replayed(&lower) && !protected(&lower) && !answer.hop_by_hop(&lower) {
                 headers.push((name.to_vec(), value.to_vec()));
             }
         }
@@ -174,25 +176,30 @@ impl Update {
             .filter(|(n, _)| !names.contains(&n.to_ascii_lowercase()))
             .chain(headers.iter().map(|(n, v)| (&n[..], &v[..])))
             .collect();
-        let mut cc = Vec::new();
         for &(n, v) in &merged {
-            if n.eq_ignore_ascii_case(b"cache-control") {
-                cc.push(v);
-            } else if n.eq_ignore_ascii_case(b"expires") {
+            if n.eq_ignore_ascii_case(b"expires") {
                 facts.expires = Some(parse_http_date(v).unwrap_or(0));
             }
         }
-        facts.cache_control = CacheControl::parse(&cc);
-        facts.age = age;
+        let (cc, targeted) = response_directives(merged.iter().copied());
+        facts.cache_control = cc;
+        facts.targeted = targeted;
+        facts.age = parse_age(&age_lines).unwrap_or(0);
         facts.request_no_store =
             CacheControl::parse(&[req.cache_control.unwrap_or_default()]).no_store;
-        let lifetime =
-            storable(&facts, &[200], u64::MAX, policy.default_lifetime, now).unwrap_or(0);
+        let lifetime = storable(
+            &facts,
+            policy.statuses,
+            u64::MAX,
+            policy.default_lifetime,
+            now,
+        )
+        .unwrap_or(0);
         Update {
             headers,
             stored_at: now,
             expires_at: now.saturating_add(lifetime as i64),
-            age: age.min(u32::MAX as u64) as u32,
+            age: initial_age(&facts, now).min(u32::MAX as u64) as u32,
             last_modified: answer.last_modified,
         }
     }
@@ -266,6 +273,7 @@ mod tests {
             content_type: b"",
             content_length: None,
             last_modified: None,
+            connection_listed: Vec::new(),
         }
     }
 
@@ -280,8 +288,8 @@ mod tests {
     }
 
     const POLICY: FillPolicy = FillPolicy {
-        statuses: &[200],
-        default_lifetime: 0,
+        statuses: crate::http::cache_control::Statuses::Default,
+        default_lifetime: Some(0),
         max_object: 1 << 20,
     };
 
@@ -351,6 +359,7 @@ mod tests {
                 ("ETag", "\"v1\""),
                 ("Cache-Control", "max-age=120"),
                 ("Content-Type", "text/plain"),
+                ("Content-MD5", "other"),
                 ("Connection", "close"),
             ],
         );

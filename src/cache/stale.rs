@@ -3,7 +3,7 @@
 //! instead of an origin error (`pagespeed_cache_use_stale error timeout http_5xx`,
 //! `stale-if-error`). A hard-purged entry is never found, so never served stale.
 
-use crate::http::cache_control::CacheControl;
+use crate::http::cache_control::{response_directives, CacheControl};
 use crate::http::meta::MetaView;
 
 /// `pagespeed_cache_use_stale`: what the operator allows beyond what the origin says.
@@ -59,13 +59,9 @@ pub enum Failure {
     Status(u16),
 }
 
+/// The stored response's directives (a targeted field's, when it has a valid one).
 fn windows(meta: &MetaView) -> CacheControl {
-    let cc: Vec<&[u8]> = meta
-        .headers()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(b"cache-control"))
-        .map(|(_, v)| v)
-        .collect();
-    CacheControl::parse(&cc)
+    response_directives(meta.headers()).0
 }
 
 /// Seconds the entry has been stale (0 for a soft-purged entry still within its lifetime).

@@ -40,6 +40,7 @@ fn put_str(out: &mut Vec<u8>, s: &[u8]) -> Option<()> {
     Some(())
 }
 
+#[derive(Clone)]
 struct Reader<'a> {
     b: &'a [u8],
 }
@@ -139,7 +140,7 @@ impl StoredMeta {
                 return false;
             };
             let want = header(name)
-                .map(|v| normalize_vary_value(&v))
+                .map(|v| normalize_vary_value(name, &v))
                 .unwrap_or_default();
             if want != value {
                 return false;
@@ -228,8 +229,15 @@ impl<'a> MetaView<'a> {
             .map(|(_, v)| v)
     }
 
+    /// The stored `Date` (unix seconds), if any.
+    pub fn date(&self) -> Option<i64> {
+        self.headers()
+            .find(|(n, _)| n.eq_ignore_ascii_case(b"date"))
+            .and_then(|(_, v)| super::cache_control::parse_http_date(v))
+    }
+
     /// The replayed headers, in origin order.
-    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone {
         let mut r = Reader { b: self.headers };
         (0..self.n_headers).map_while(move |_| Some((r.str()?, r.str()?)))
     }
@@ -243,8 +251,39 @@ impl<'a> MetaView<'a> {
     }
 }
 
-/// Values compared for Vary: whitespace runs collapsed, ends trimmed, so `a,  b` == `a, b`.
-pub fn normalize_vary_value(v: &[u8]) -> Vec<u8> {
+/// A request header's value as Vary compares it (RFC 9111 4.1 lets a cache normalise values
+/// "in a way that is known to have identical semantics"): list members trimmed of the
+/// optional whitespace around commas (`1,2` == ` 1, 2 `), empty members dropped, runs of
+/// spaces inside a member folded. For `Accept-Language` (`name` lowercase) the language
+/// ranges are also lowercased (they are case-insensitive) and, when every member has the
+/// same weight, sorted (their order then carries no preference).
+pub fn normalize_vary_value(name: &str, v: &[u8]) -> Vec<u8> {
+    let mut members: Vec<Vec<u8>> = v
+        .split(|&c| c == b',')
+        .map(fold_spaces)
+        .filter(|m| !m.is_empty())
+        .collect();
+    if name == "accept-language" {
+        for m in members.iter_mut() {
+            m.make_ascii_lowercase();
+            m.retain(|&c| c != b' ');
+        }
+        let weight = |m: &[u8]| {
+            m.iter()
+                .position(|&c| c == b';')
+                .map(|i| m[i..].to_vec())
+                .unwrap_or_default()
+        };
+        let first = members.first().map(|m| weight(m)).unwrap_or_default();
+        if members.iter().all(|m| weight(m) == first) {
+            members.sort();
+        }
+    }
+    members.join(&b", "[..])
+}
+
+/// Trims a value and folds its inner runs of spaces and tabs into one space.
+fn fold_spaces(v: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len());
     let mut space = false;
     for &c in v.iter() {
@@ -349,6 +388,31 @@ mod tests {
             ..sample()
         };
         assert_eq!(future.age_at(i64::MIN), 3);
+    }
+
+    #[test]
+    fn vary_values_are_normalised_where_the_semantics_are_the_same() {
+        let n = |name: &str, v: &str| {
+            String::from_utf8(normalize_vary_value(name, v.as_bytes())).unwrap()
+        };
+        assert_eq!(n("foo", "1,2"), n("foo", " 1, 2 "));
+        assert_eq!(n("foo", "a,  b"), "a, b");
+        assert_ne!(
+            n("foo", "2, 1"),
+            n("foo", "1, 2"),
+            "order kept for other fields"
+        );
+        assert_ne!(n("foo", "A"), n("foo", "a"), "case kept for other fields");
+        let lang = |v: &str| n("accept-language", v);
+        assert_eq!(lang("en, de"), lang("de, en"));
+        assert_eq!(lang("en, de"), lang("eN, De"));
+        assert_eq!(lang("en, de"), lang(" en ,   de"));
+        assert_ne!(
+            lang("en;q=0.5, de"),
+            lang("de;q=0.5, en"),
+            "weights order them"
+        );
+        assert_eq!(lang("en;q=0.5, de;q=0.5"), lang("de;q=0.5, en;q=0.5"));
     }
 
     #[test]

@@ -82,6 +82,49 @@ impl Url {
             .collect()
     }
 
+    /// The URL a response's `Location` or `Content-Location` value names, when it is on this
+    /// URL's origin (RFC 9111 4.4: a cache MUST NOT invalidate another host's URLs): a path,
+    /// a relative reference (resolved against this URL's directory), or an absolute URL of
+    /// the same scheme, host and port. None for anything else.
+    pub fn same_origin(&self, value: &[u8]) -> Option<Url> {
+        let v = std::str::from_utf8(value).ok()?.trim();
+        if v.is_empty() || v.starts_with("//") || v.chars().any(|c| c.is_ascii_control()) {
+            return None;
+        }
+        let path = if v.starts_with('/') {
+            v.to_string()
+        } else if let Some((scheme, rest)) = v.split_once("://") {
+            if !scheme.eq_ignore_ascii_case(&self.scheme) {
+                return None;
+            }
+            let (authority, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/"),
+            };
+            let hp = split_host(authority);
+            let port = hp.port.unwrap_or(default_port(&self.scheme));
+            let own_port = self.port.unwrap_or(default_port(&self.scheme));
+            if hp.host != self.host || port != own_port {
+                return None;
+            }
+            path.to_string()
+        } else if v.split('/').next()?.contains(':') {
+            return None; // another scheme (mailto:, urn:)
+        } else {
+            let dir = match self.path.split('?').next()?.rfind('/') {
+                Some(i) => &self.path[..=i],
+                None => "/",
+            };
+            format!("{dir}{v}")
+        };
+        Some(Url {
+            scheme: self.scheme.clone(),
+            host: self.host.clone(),
+            path,
+            port: self.port,
+        })
+    }
+
     /// The spellings a dependent entry may use for this resource in `Cache-Tag`.
     pub fn tag_spellings(&self) -> Vec<String> {
         let mut v = vec![
@@ -98,6 +141,26 @@ impl Url {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn location_targets_are_invalidated_on_the_same_origin_only() {
+        let u = Url {
+            scheme: "http".into(),
+            host: "example.com".into(),
+            path: "/a/b?x=1".into(),
+            port: Some(8080),
+        };
+        let path = |v: &str| u.same_origin(v.as_bytes()).map(|t| t.path);
+        assert_eq!(path("/c"), Some("/c".into()));
+        assert_eq!(path("d?y"), Some("/a/d?y".into()));
+        assert_eq!(path("http://EXAMPLE.com:8080/e"), Some("/e".into()));
+        assert_eq!(path("http://example.com/e"), None, "another port");
+        assert_eq!(path("https://example.com:8080/e"), None, "another scheme");
+        assert_eq!(path("http://other.com:8080/e"), None, "another host");
+        assert_eq!(path("//other.com/e"), None);
+        assert_eq!(path("mailto:a@b"), None);
+        assert_eq!(path(""), None);
+    }
 
     #[test]
     fn hosts_normalize_case_trailing_dot_and_split_the_port() {
