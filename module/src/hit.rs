@@ -129,6 +129,9 @@ pub struct RequestCtx {
     /// When (seconds) it began to wait: an entry refreshed since then is what it waited for,
     /// even if that answer gave it no freshness (a 304 with max-age=0).
     waiting_since: i64,
+    /// Revalidations this request ran: each new soft purge during one makes it ask again;
+    /// past a few it goes to the origin unstored rather than ask for ever.
+    rounds: u8,
 }
 
 impl RequestCtx {
@@ -148,6 +151,7 @@ impl RequestCtx {
             fleet_seq_at_start: None,
             blocked: false,
             waiting_since: 0,
+            rounds: 0,
         }
     }
 }
@@ -409,9 +413,11 @@ fn lookup(rq: Req, store: &Store, ctx: &mut RequestCtx, key: Key, id: &Identity)
                 Usable::Stale(why) => {
                     // SAFETY: as above.
                     let copy = unsafe { Served::new(copied, hit.meta_len) };
-                    if matches!(outcome, Some(Outcome::Unchanged)) {
+                    if matches!(outcome, Some(Outcome::Unchanged)) && why == Staleness::Expired {
                         // Confirmed by the origin just now, but with no freshness left (its
                         // answer gave none): serve it, the next request revalidates again.
+                        // Soft-purged instead: a purge came after the origin was asked, so
+                        // its answer predates the purge; ask again.
                         return serve_now(rq, ctx, copy, CacheStatus::Revalidated);
                     }
                     let refreshed_meanwhile = waited
@@ -528,6 +534,13 @@ fn revalidate(
     now: i64,
 ) -> ngx_int_t {
     let lcf = rq.loc_conf();
+    if ctx.rounds >= MAX_ROUNDS {
+        if let Some(t) = token {
+            let _ = store.release_lease(&key, t, Release::Done);
+        }
+        return origin_only(rq, ctx, CacheStatus::Bypass);
+    }
+    ctx.rounds += 1;
     let source = || {
         store
             .stored_meta(&key, Descriptor::SOURCE.0)
@@ -683,6 +696,9 @@ fn wait(rq: Req, store: &Store, ctx: &mut RequestCtx) -> ngx_int_t {
     unsafe { arm(ev, poll_step(now - since)) };
     AGAIN
 }
+
+/// Most revalidations one request runs (see `RequestCtx::rounds`).
+const MAX_ROUNDS: u8 = 3;
 
 /// Milliseconds until a waiter looks again: soon at first (most fills of a hot object are
 /// short), then less often.

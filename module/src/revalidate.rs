@@ -310,10 +310,11 @@ fn failure_of(rq: Req, status: u16) -> Option<Failure> {
 
 fn finish_unchanged(rq: Req, store: &Store, rev: &mut Revalidation, update: &Update) {
     let target = rev.target;
-    // Variants are built from the identity-encoded original; an origin-encoded or
+    // Variants, and the gzip and br alternates builders make, are built from the identity
+    // original (an encoded alternate beside it is a builder's: see revalidation_target); an
     // origin-varied original stands alone.
     let builds_from_target = target == Descriptor::SOURCE;
-    let derived = |d: u32| builds_from_target && !Descriptor(d).is_original();
+    let derived = |d: u32| builds_from_target && d != target.0 && !Descriptor(d).origin_varies();
     let r = store.refresh(rev.ticket, &rev.key, target.0, derived, |_, meta| {
         update.apply(meta)
     });

@@ -225,7 +225,14 @@ fn parse_etag(etag: &str) -> Option<Label> {
     let t = etag.strip_prefix("W/").unwrap_or(etag).trim_matches('"');
     let mut parts = t.split('-');
     let id = parts.next()?.strip_prefix('r')?.parse().ok()?;
-    let version = parts.next()?.strip_prefix('v')?.parse().ok()?;
+    // "v5" or, for a page, "v5.d<hash of its dependencies' versions>".
+    let version = parts
+        .next()?
+        .strip_prefix('v')?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()?;
     let mut l = Label {
         id,
         version,

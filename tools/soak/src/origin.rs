@@ -121,7 +121,16 @@ impl Origin {
             )
             .into_bytes();
         }
-        let etag = format!("\"r{id}-v{v}\"");
+        // A page's bytes name its dependencies' versions: its ETag must change with them, or
+        // a 304 would confirm bytes the origin no longer sends.
+        let etag = if r.deps.is_empty() {
+            format!("\"r{id}-v{v}\"")
+        } else {
+            let h = deps.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+            });
+            format!("\"r{id}-v{v}.d{h:x}\"")
+        };
         let mut h = format!(
             "Content-Type: {}\r\nCache-Control: max-age={}\r\nETag: {etag}\r\nSurrogate-Key: g{}\r\n",
             r.kind.content_type(),
