@@ -12,7 +12,7 @@ use Test::More;
 use lib 't/lib';
 use Test::Nginx;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(47);
+my $t = Test::Nginx->new()->has(qw/http/)->plan(52);
 
 # A whole configuration around an http-level snippet and a snippet inside
 # "location /"; @@SERVER@@ goes into the server block.
@@ -174,6 +174,19 @@ refused(qr/"pagespeed_status" directive is not allowed here/,
     'pagespeed_status in a server block', server => 'pagespeed_status;');
 refused(qr/invalid number of arguments in "pagespeed_purge"/,
     'pagespeed_purge with an argument', location => 'pagespeed_purge now;');
+
+# The freshness directives: each bad value names its directive.
+refused(qr/"pagespeed_cache_revalidate".*"on" or "off"/, 'pagespeed_cache_revalidate maybe',
+    location => 'pagespeed_cache on; pagespeed_cache_revalidate maybe;');
+refused(qr/"pagespeed_cache_lock".*"on" or "off"/, 'pagespeed_cache_lock yes',
+    location => 'pagespeed_cache on; pagespeed_cache_lock yes;');
+refused(qr/"pagespeed_cache_lock_timeout"/, 'pagespeed_cache_lock_timeout soon',
+    location => 'pagespeed_cache on; pagespeed_cache_lock_timeout soon;');
+refused(qr/"pagespeed_cache_use_stale"/, 'pagespeed_cache_use_stale http_404',
+    location => 'pagespeed_cache on; pagespeed_cache_use_stale updating http_404;');
+refused(qr/"pagespeed_cache_use_stale"/, 'pagespeed_cache_use_stale twice',
+    location => "pagespeed_cache on; pagespeed_cache_use_stale error;\n"
+        . "        pagespeed_cache_use_stale timeout;");
 
 # pagespeed_fleet: the URL and every option are checked before anything connects.
 for my $case (

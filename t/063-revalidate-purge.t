@@ -25,7 +25,7 @@ use lib 't/lib';
 use Test::Nginx;
 use Test::Pagespeed qw/purge_json status_json variants_of eventually/;
 
-my $t = Test::Nginx->new()->has(qw/http proxy/)->plan(58);
+my $t = Test::Nginx->new()->has(qw/http proxy/)->plan(60);
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 %%TEST_GLOBALS%%
@@ -245,6 +245,8 @@ my $before = static_log();
 $r = get('/other.css', 'Accept-Encoding' => 'br');
 is($r->{headers}{'x-cache'}, 'REVALIDATED', 'after a soft PURGE: REVALIDATED');
 is($r->{headers}{'content-encoding'}, 'br', 'served the kept br variant');
+like($r->{headers}{vary} // '', qr/Accept-Encoding/, 'a revalidated variant says what it varies on');
+like($r->{headers}{etag} // '', qr/-br"$/, 'and carries its own ETag');
 like(substr(static_log(), length $before), qr{^GET /other\.css inm="}m,
     'the origin was asked conditionally');
 is(status()->{builds_done}, $builds, 'nothing rebuilt');
