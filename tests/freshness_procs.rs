@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use ngx_http_pagespeed_module::store::{
-    monotonic_ms, Alternate, CommitOutcome, Fault, FillTicket, Key, Lease, LeaseRequest, Lookup,
-    PurgeReceipt, PurgeState, Refresh, Release, Store,
+    monotonic_ms, Alternate, CommitOutcome, Fault, FillTicket, Key, Kin, Lease, LeaseRequest,
+    Lookup, PurgeReceipt, PurgeState, Refresh, Release, Store,
 };
 
 mod common;
@@ -232,7 +232,13 @@ fn refresh(store: &Store, ticket: FillTicket, k: usize, n: u64) -> Refresh {
         ticket,
         &key(k),
         ORIGINAL,
-        |d| d == VARIANT,
+        |d, _| {
+            if d == VARIANT {
+                Kin::Built
+            } else {
+                Kin::Unrelated
+            }
+        },
         |d, _| Some(meta_for(k, d, &note)),
     )
 }

@@ -26,7 +26,7 @@ use ngx_http_pagespeed_module::cache::stale::Failure;
 use ngx_http_pagespeed_module::http::meta::{MetaView, StoredMeta};
 use ngx_http_pagespeed_module::http::url::Url;
 use ngx_http_pagespeed_module::store::{
-    Alternate, CommitOutcome, FillTicket, FreshnessCounter, Key, LeaseToken, Refresh, Release,
+    Alternate, CommitOutcome, FillTicket, FreshnessCounter, Key, Kin, LeaseToken, Refresh, Release,
     Store,
 };
 use ngx_http_pagespeed_module::transform::builders::{transformable, Job};
@@ -314,8 +314,19 @@ fn finish_unchanged(rq: Req, store: &Store, rev: &mut Revalidation, update: &Upd
     // original (an encoded alternate beside it is a builder's: see revalidation_target); an
     // origin-varied original stands alone.
     let builds_from_target = target == Descriptor::SOURCE;
-    let derived = |d: u32| builds_from_target && d != target.0 && !Descriptor(d).origin_varies();
-    let r = store.refresh(rev.ticket, &rev.key, target.0, derived, |_, meta| {
+    let digest = rev.validators.digest;
+    // An alternate built from another original (this one was evicted and filled again with
+    // new bytes) carries that original's digest: a 304 about this one says nothing of it.
+    let kin = |d: u32, meta: &[u8]| {
+        if !builds_from_target || d == target.0 || Descriptor(d).origin_varies() {
+            Kin::Unrelated
+        } else if MetaView::parse(meta).is_some_and(|m| m.digest == digest) {
+            Kin::Built
+        } else {
+            Kin::Outdated
+        }
+    };
+    let r = store.refresh(rev.ticket, &rev.key, target.0, kin, |_, meta| {
         update.apply(meta)
     });
     let outcome = match r {

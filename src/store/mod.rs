@@ -27,7 +27,7 @@ use std::path::PathBuf;
 pub use fleet::FleetCounter;
 pub use layout::{Layout, MAX_SEGMENT, MIN_SEGMENT, OBJECTS_PER_SHARD};
 pub use lease::{monotonic_ms, Lease, LeaseRequest, LeaseToken, Release};
-pub use refresh::Refresh;
+pub use refresh::{Kin, Refresh};
 pub use scope::{ancestors, Buckets, ScopeSet, UrlId, MAX_PREFIX_DEPTH, MAX_TAGS};
 pub use shm::Opened;
 pub use stats::{BuildCounter, FreshnessCounter, Group, Kind, Metric, Stats};

@@ -13,6 +13,19 @@ use super::shard::{self, Corrupt, NewRecord, STATE_LIVE};
 use super::stats::{PurgeCounter, ShardCounter};
 use super::{Alternate, CommitOutcome, Fault, FillTicket, Key, Store, Validity, MAX_ALTERNATES};
 
+/// How a refresh treats an alternate of the key other than its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kin {
+    /// Not made from the target (an origin-varied original stands alone): left as it is.
+    Unrelated,
+    /// Built from the target's bytes: refreshed with it.
+    Built,
+    /// Built from an earlier original of the key (a fill replaced an evicted original
+    /// without removing the variants beside it): dropped, or a 304 about the new original
+    /// would make the old bytes fresh again.
+    Outdated,
+}
+
 /// What a refresh did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refresh {
@@ -28,16 +41,17 @@ pub enum Refresh {
 }
 
 impl Store {
-    /// Makes the alternate `target` of `key` (an original) and the alternates `derived` says
-    /// were built from it fresh again, with the metadata `update` gives each (None: as is)
-    /// and `ticket` as their stamp. Alternates a hard purge has covered since their own stamp
-    /// are dropped, not refreshed.
+    /// Makes the alternate `target` of `key` (an original) and the alternates `kin` (given
+    /// each one's descriptor and metadata) says were built from it fresh again, with the
+    /// metadata `update` gives each (None: as is) and `ticket` as their stamp. Alternates a
+    /// hard purge has covered since their own stamp, and those `kin` finds built from another
+    /// original, are dropped, not refreshed.
     pub fn refresh(
         &self,
         ticket: FillTicket,
         key: &Key,
         target: u32,
-        derived: impl Fn(u32) -> bool,
+        kin: impl Fn(u32, &[u8]) -> Kin,
         mut update: impl FnMut(u32, &[u8]) -> Option<Vec<u8>>,
     ) -> Refresh {
         let epoch = self.seg.header().open_epoch.load(Relaxed);
@@ -53,10 +67,17 @@ impl Store {
             for &off in &chain {
                 let h = sh.header(off)?;
                 let is_target = h.descriptor == target;
-                if !is_target && !derived(h.descriptor) {
-                    continue;
-                }
                 let (scope, meta, _) = sh.payload(off, &h);
+                if !is_target {
+                    match kin(h.descriptor, meta) {
+                        Kin::Unrelated => continue,
+                        Kin::Outdated => {
+                            sh.kill(off)?;
+                            continue;
+                        }
+                        Kin::Built => {}
+                    }
+                }
                 if is_target {
                     // Fenced like a commit, under the lock a URL purge takes to delete the key.
                     let view = ScopeView::parse(scope).ok_or(Corrupt)?;

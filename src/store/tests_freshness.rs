@@ -35,6 +35,15 @@ fn find(s: &Store, path: &str, d: u32) -> Option<(PurgeState, Vec<u8>, Vec<u8>)>
     }
 }
 
+/// The test's kinship: the variant is built from the original, anything else unrelated.
+fn kin(built: bool) -> Kin {
+    if built {
+        Kin::Built
+    } else {
+        Kin::Unrelated
+    }
+}
+
 fn request(s: &Store, path: &str) -> LeaseRequest {
     LeaseRequest::new(&s.buckets().scopes_for(&url(path), &[]), 5_000)
 }
@@ -159,7 +168,7 @@ fn a_refresh_keeps_the_original_and_its_variants_with_new_metadata() {
         t1,
         &key("/a"),
         ORIGINAL,
-        |d| d == VARIANT,
+        |d, _| kin(d == VARIANT),
         |d, m| {
             assert_eq!(m, b"old-meta");
             Some(if d == ORIGINAL {
@@ -198,7 +207,7 @@ fn a_hard_purge_since_the_revalidation_started_wins() {
     // The revalidation is in flight when a hard purge of the URL lands (it deletes the key).
     s.purge_url(&[url("/a")], &[], &[key("/a")], false).unwrap();
     assert_eq!(
-        s.refresh(ticket, &key("/a"), ORIGINAL, |_| true, |_, _| None),
+        s.refresh(ticket, &key("/a"), ORIGINAL, |_, _| Kin::Built, |_, _| None),
         Refresh::Gone
     );
     // A prefix purge does not delete: the records are still there, and must stay invalid.
@@ -208,7 +217,7 @@ fn a_hard_purge_since_the_revalidation_started_wins() {
     s.purge_prefix(&[("https", "example.com", "/")], false)
         .unwrap();
     assert_eq!(
-        s.refresh(ticket, &key("/a"), ORIGINAL, |_| true, |_, _| None),
+        s.refresh(ticket, &key("/a"), ORIGINAL, |_, _| Kin::Built, |_, _| None),
         Refresh::Fenced
     );
     assert_eq!(find(&s, "/a", ORIGINAL), None, "never valid again");
@@ -226,7 +235,13 @@ fn a_refresh_drops_alternates_a_hard_purge_covered_before_it() {
     put(&s, t1, "/a", ORIGINAL, b"m", b"original");
     let t2 = s.begin_fill();
     assert_eq!(
-        s.refresh(t2, &key("/a"), ORIGINAL, |d| d == VARIANT, |_, _| None),
+        s.refresh(
+            t2,
+            &key("/a"),
+            ORIGINAL,
+            |d, _| kin(d == VARIANT),
+            |_, _| None
+        ),
         Refresh::Refreshed { kept: 1 }
     );
     assert_eq!(
@@ -234,6 +249,35 @@ fn a_refresh_drops_alternates_a_hard_purge_covered_before_it() {
         None,
         "the purged variant is not resurrected"
     );
+}
+
+#[test]
+fn a_refresh_drops_variants_of_an_earlier_original() {
+    // The original was evicted and filled again with new bytes; its old variant stayed, soft
+    // purged. A 304 about the new original must not make the old variant fresh again.
+    let s = anon();
+    let t0 = s.begin_fill();
+    put(&s, t0, "/a", VARIANT, b"from-v1", b"variant of v1");
+    s.purge_url(&[url("/a")], &[], &[], true).unwrap();
+    let t1 = s.begin_fill();
+    put(&s, t1, "/a", ORIGINAL, b"v2", b"original v2");
+    let t2 = s.begin_fill();
+    let r = s.refresh(
+        t2,
+        &key("/a"),
+        ORIGINAL,
+        |_, meta| {
+            if meta == b"from-v1" {
+                Kin::Outdated
+            } else {
+                Kin::Built
+            }
+        },
+        |_, _| None,
+    );
+    assert_eq!(r, Refresh::Refreshed { kept: 1 });
+    assert_eq!(find(&s, "/a", VARIANT), None, "the old variant is gone");
+    assert_eq!(find(&s, "/a", ORIGINAL).unwrap().0, PurgeState::Current);
 }
 
 #[test]
