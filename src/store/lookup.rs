@@ -124,6 +124,14 @@ impl Store {
                 };
                 let mut h = sh.header(off)?;
                 let (scope, meta, body) = sh.payload(off, &h);
+                // Nothing longer than max_object is stored: a longer record is damage its
+                // verification memo hid (a forged epoch), or was stored under a larger
+                // max_object before a restart. Not served, whichever.
+                if shard::record_len(scope.len(), meta.len(), body.len()) > self.max_object {
+                    sh.count(ShardCounter::RejectedReads);
+                    sh.kill(off)?;
+                    continue;
+                }
                 let Some(out) = sink.reserve(meta.len() + body.len()) else {
                     return Ok(Lookup::Fault(Fault::NoMemory));
                 };

@@ -102,6 +102,7 @@ impl Store {
                 return Ok(Refresh::Gone);
             }
             let mut rewrite = Vec::new();
+            let (mut kept, mut target_kept) = (0, false);
             for (off, meta) in &keep {
                 let h = sh.header(*off)?;
                 if h.state != STATE_LIVE {
@@ -110,10 +111,18 @@ impl Store {
                 match meta {
                     Some(m) if m.len() != h.meta_len as usize => {
                         let (scope, _, body) = sh.payload(*off, &h);
+                        if shard::record_len(scope.len(), m.len(), body.len()) > self.max_object {
+                            // Headers grown past what a record may hold: dropped, as a fill
+                            // of this size would not have been stored.
+                            sh.kill(*off)?;
+                            continue;
+                        }
                         rewrite.push((h.descriptor, scope.to_vec(), m.clone(), body.to_vec()));
                     }
                     m => sh.restamp(*off, ticket.stamp, m.as_deref(), epoch)?,
                 }
+                kept += 1;
+                target_kept |= h.descriptor == target;
             }
             // Inserting replaces each alternate with the same descriptor.
             for (descriptor, scope, meta, body) in &rewrite {
@@ -128,10 +137,11 @@ impl Store {
                 };
                 sh.insert(&rec, MAX_ALTERNATES)?;
             }
+            if !target_kept {
+                return Ok(Refresh::Gone);
+            }
             sh.count(ShardCounter::Revalidated);
-            Ok(Refresh::Refreshed {
-                kept: keep.len() as u64,
-            })
+            Ok(Refresh::Refreshed { kept })
         });
         r.unwrap_or_else(Refresh::Fault)
     }

@@ -281,6 +281,27 @@ fn a_refresh_drops_variants_of_an_earlier_original() {
 }
 
 #[test]
+fn a_refresh_whose_headers_outgrow_max_object_drops_what_no_longer_fits() {
+    let s = anon();
+    let max = s.max_object() as usize;
+    let t0 = s.begin_fill();
+    put(&s, t0, "/a", ORIGINAL, b"m", &vec![b'o'; max - 1024]);
+    put(&s, t0, "/a", VARIANT, b"m", b"small variant");
+    let t1 = s.begin_fill();
+    // 2 KiB more of headers: the original no longer fits a record, the variant does.
+    let r = s.refresh(
+        t1,
+        &key("/a"),
+        ORIGINAL,
+        |d, _| kin(d == VARIANT),
+        |_, _| Some(vec![b'h'; 2048]),
+    );
+    assert_eq!(r, Refresh::Gone, "the original itself is gone");
+    assert_eq!(find(&s, "/a", ORIGINAL), None);
+    assert_eq!(find(&s, "/a", VARIANT).unwrap().1, vec![b'h'; 2048]);
+}
+
+#[test]
 fn a_replace_drops_old_alternates_and_fences_builds_of_the_old_original() {
     let s = anon();
     let t0 = s.begin_fill();
