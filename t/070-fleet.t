@@ -3,8 +3,9 @@
 # Fleet purge on Redis Streams through three real nginx nodes (2 workers each,
 # their own segment and port) and a real redis-server on a free port: a purge
 # through edge-1 is answered with every node's receipt and no node serves the
-# old bytes afterwards; a stopped node serves none of the purged entries when
-# it starts again; Redis unreachable answers 503 with the local purge applied;
+# old bytes afterwards, also under load from 16 clients with every node reloaded
+# once (a linearizability check on every response); a node stopped through 50
+# purges serves none of the purged entries when it starts again; Redis unreachable answers 503 with the local purge applied;
 # a SIGSTOPped Redis self-fences every node within max_lag, and SIGCONT brings
 # hits back; a redis-server killed and restarted on its append-only file loses no
 # acknowledged purge (DESIGN.md, invariant 9).
@@ -194,6 +195,69 @@ is($j->{scope}, 'url', 'the local receipt fields are there');
 ok(!grep({ !never_older($_, '/a', 2) } @nodes),
     'after the receipt no node serves the old bytes');
 
+# Under load: 16 clients on all three nodes (new connections, so both workers of
+# each) while ten purges go through the nodes in turn and each node is reloaded
+# once. A request that started after a purge's receipt never gets a version older
+# than the one set before that purge.
+{
+    my $secs = 4;
+    my $logdir = "$dir/load";
+    mkdir $logdir;
+    my @kids;
+    for my $c (1 .. 16) {
+        my $pid = fork // die "fork: $!";
+        if (!$pid) {
+            open my $log, '>', "$logdir/$c" or POSIX::_exit(1);
+            my $end = time + $secs;
+            my $k = $c;
+            while (time < $end) {
+                my $node = $nodes[$k++ % 3];
+                my $start = time;
+                my $r = get($node, '/load');
+                printf $log "%.6f %d %s %s %s\n", $start, $r->{ver}, $node->{name},
+                    $r->{headers}{'x-worker'} // '-', $r->{xc} || '-';
+            }
+            close $log;
+            POSIX::_exit(0);
+        }
+        push @kids, $pid;
+    }
+    my @receipts;
+    for my $round (1 .. 10) {
+        sleep $secs / 12;
+        # A reload of each node in turn, under the load, between purges: its applier
+        # carries on (the next receipts need it) and its new workers serve nothing older.
+        $nodes[$round % 3]{t}->reload() if $round == 2 || $round == 4 || $round == 6;
+        set_version(100 + $round);
+        my ($pr, $pj) = fleet_purge($nodes[$round % 3], { url => '/load', fleet => JSON::PP::true });
+        push @receipts, [time, 100 + $round]
+            if $pr->{status} == 200 && !@{$pj->{pending} // ['?']};
+    }
+    waitpid($_, 0) for @kids;
+    my (@bad, %seen, $n, $hits);
+    for my $c (1 .. 16) {
+        open my $log, '<', "$logdir/$c" or next;
+        while (<$log>) {
+            my ($start, $ver, $node, $worker, $xc) = split;
+            $n++;
+            $hits++ if $xc eq 'HIT';
+            $seen{"$node/$worker"}++;
+            my ($floor) = map { $_->[1] } grep { $_->[0] < $start } reverse @receipts;
+            push @bad, "$node $worker $xc v=$ver after the receipt of v=$floor"
+                if defined $floor && $ver < $floor;
+        }
+    }
+    is(scalar @receipts, 10, 'ten purges under load, each with every receipt');
+    my %workers;
+    $workers{(split m{/}, $_)[0]}++ for keys %seen;
+    is(join(' ', map { "$_:" . ($workers{$_} >= 2 ? 'ok' : 'one worker') } sort keys %workers),
+        'edge-1:ok edge-2:ok edge-3:ok', "the load reached two workers or more of every node "
+        . "($n requests, " . ($hits // 0) . ' hits)');
+    is("@bad[0 .. ($#bad < 4 ? $#bad : 4)]", '',
+        'no request started after a receipt got an older version (' . scalar(@bad) . ' did)');
+    set_version(2);
+}
+
 # The command-line tool publishes the same entry and prints the receipts.
 SKIP: {
     my $tool = "$FindBin::Bin/../target/release/pagespeed-purge";
@@ -215,12 +279,14 @@ ok(cached($nodes[2], '/s1') && cached($nodes[2], '/s10'), 'edge-3 has the entrie
 $nodes[2]{t}->stop();
 set_version(3);
 my $last;
-for my $i (1 .. 10) {
+my $published = 0;
+for my $i (1 .. 50) {
     my (undef, $pj) = fleet_purge($nodes[0],
-        { url => "/s$i", fleet => JSON::PP::true, wait => 0.2 });
+        { url => "/s" . (($i - 1) % 10 + 1), fleet => JSON::PP::true, wait => 0.05 });
     $last = $pj->{seq};
+    $published++ if defined $last;
 }
-ok(defined $last, 'ten purges published while edge-3 is down');
+is($published, 50, 'fifty purges published while edge-3 is down');
 my (undef, $j3) = fleet_purge($nodes[0], { url => '/s1', fleet => JSON::PP::true, wait => 0.3 });
 ok(grep({ $_ eq 'edge-3' } @{$j3->{pending} // []}), 'the down node is listed as pending');
 $nodes[2]{t}->run();
