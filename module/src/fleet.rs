@@ -81,25 +81,37 @@ pub fn applied(store: &Store) -> Option<StreamId> {
     Some(StreamId::new(ms, seq))
 }
 
-/// Tier rules at lookup time. A shield asked by a node that had applied more purges than it
-/// has must not answer from its cache (nor store: the answer is for a node ahead of it); an
-/// edge tells its upstream what it had applied. Returns true when the cache must be bypassed.
-pub fn tier_bypass(rq: &Req, store: &Store) -> bool {
+/// What the tier rules say of a request at lookup time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierCheck {
+    /// The cache may answer it.
+    Serve,
+    /// A shield asked by a node that had applied more purges than it has: it must not answer
+    /// from its cache (nor store: the answer is for a node ahead of it) until it caught up.
+    Behind,
+}
+
+/// Tier rules at lookup time. An edge tells its upstream what it had applied (`first`: on
+/// the request's first pass through the lookup only, so that a request that waited does not
+/// send the header twice); a shield compares that with its own applied id.
+pub fn tier_check(rq: &Req, store: &Store, first: bool) -> TierCheck {
     let Some(mine) = applied(store) else {
-        return false;
+        return TierCheck::Serve;
     };
-    let Some(cfg) = config() else { return false };
+    let Some(cfg) = config() else {
+        return TierCheck::Serve;
+    };
     if cfg.tier == Tier::Shield {
         let asked = rq
             .header_in("pagespeed-purge-seq")
             .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<StreamId>().ok());
         if asked.is_some_and(|a| a > mine) {
-            return true;
+            return TierCheck::Behind;
         }
-    } else {
+    } else if first {
         let _ = rq.push_header_in(SEQ_HEADER, mine.to_string().as_bytes());
     }
-    false
+    TierCheck::Serve
 }
 
 /// The status page's `fleet` object (None without a fleet).

@@ -15,6 +15,7 @@ use super::compat::CacheControlLines;
 use super::conf::LocConf;
 use super::ffi::{arm, ReplayedHead, Req, Strings, Typed, AGAIN, DECLINED, ERROR, OK};
 use super::fill::{self, Fill};
+use super::fleet::TierCheck;
 use super::lifecycle::store;
 use super::log::{fault_log_allowed, guard};
 use super::revalidate::{self, Outcome, Revalidation};
@@ -94,6 +95,8 @@ pub enum Stage {
     Waiting { since_ms: u64 },
     /// Waiting for its own revalidation subrequest.
     Revalidating,
+    /// A shield waiting to catch up with the purges the asking node had applied, since then.
+    CatchingUp { since_ms: u64 },
     /// Decided: PRECONTENT has nothing more to do.
     Done,
 }
@@ -345,8 +348,14 @@ fn precontent(rq: Req) -> ngx_int_t {
         return DECLINED;
     };
     ctx.fleet_seq_at_start = super::fleet::applied(store);
-    if super::fleet::tier_bypass(&rq, store) {
-        return origin_only(rq, ctx, CacheStatus::Bypass);
+    let first = ctx.stage == Stage::Start;
+    match super::fleet::tier_check(&rq, store, first) {
+        TierCheck::Serve => {
+            if matches!(ctx.stage, Stage::CatchingUp { .. }) {
+                ctx.stage = Stage::Start;
+            }
+        }
+        TierCheck::Behind => return catch_up(rq, ctx),
     }
     if super::fleet::fenced(store) {
         // Not confirmed caught up with the fleet's purges: nothing from the cache.
@@ -697,6 +706,43 @@ fn wait(rq: Req, store: &Store, ctx: &mut RequestCtx) -> ngx_int_t {
     AGAIN
 }
 
+/// A shield behind the asking node waits for its applier to catch up (it usually is one
+/// entry behind, for milliseconds, right after a purge): the answer can then come from, and
+/// fill, its cache, so the edges' refills after a purge collapse here instead of all going
+/// to the origin. Polled from the wait timer; past `CATCH_UP_MS` the request goes to the
+/// origin without using or storing the cache.
+fn catch_up(rq: Req, ctx: &mut RequestCtx) -> ngx_int_t {
+    let now = monotonic_ms();
+    let since = match ctx.stage {
+        Stage::CatchingUp { since_ms } => since_ms,
+        _ => now,
+    };
+    if now.saturating_sub(since) >= CATCH_UP_MS {
+        return origin_only(rq, ctx, CacheStatus::Bypass);
+    }
+    let ev = match ctx.wait_timer {
+        Some(ev) => ev,
+        None => match rq.timer_event(wait_timer) {
+            Some(ev) => {
+                ctx.wait_timer = Some(ev);
+                ev
+            }
+            None => return origin_only(rq, ctx, CacheStatus::Bypass),
+        },
+    };
+    ctx.stage = Stage::CatchingUp { since_ms: since };
+    if !ctx.blocked {
+        rq.block(true);
+        ctx.blocked = true;
+    }
+    // SAFETY: the event was made by timer_event for this live request.
+    unsafe { arm(ev, poll_step(now - since)) };
+    AGAIN
+}
+
+/// How long a shield waits to catch up (issue 11: "a bounded wait, e.g. 1 s").
+const CATCH_UP_MS: u64 = 1000;
+
 /// Most revalidations one request runs (see `RequestCtx::rounds`).
 const MAX_ROUNDS: u8 = 3;
 
@@ -739,6 +785,11 @@ unsafe extern "C" fn wait_timer(ev: *mut ngx_event_t) {
             rq.resume();
             return;
         };
+        if matches!(ctx.stage, Stage::CatchingUp { .. }) {
+            // The lookup looks again, and waits again while the shield is still behind.
+            rq.resume();
+            return;
+        }
         let lcf = rq.loc_conf();
         let held = identity(&rq, lcf).is_some_and(|(key, id)| {
             let scope = store.buckets().scopes_for(&id.url().id(), &[]);
