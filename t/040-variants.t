@@ -15,7 +15,7 @@ use lib 't/lib';
 use Test::Nginx;
 use Test::Nginx::Images qw(png truncated_png bomb_png);
 
-my $t = Test::Nginx->new()->has(qw/http proxy/)->plan(52);
+my $t = Test::Nginx->new()->has(qw/http proxy/)->plan(54);
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 %%TEST_GLOBALS%%
@@ -156,10 +156,17 @@ $r = get('/photo.png', Accept => 'image/webp', 'User-Agent' => $PHONE);
 like($r->{headers}{etag} // '', qr/-webp-480"$/, 'phone gets the 480 px variant');
 ok(length($r->{body}) < $orig_len / 4, 'and it is small');
 
+# DPR 2 on a 400 px viewport asks 960 px, wider than this 800 px image: nothing to resize, so
+# the full-size WebP built on fill serves it, and no second copy of its pixels is encoded.
+# (t/041 has a 2x variant of an image wide enough for one.)
+my ($done, $declined) = (counter('builds_done'), counter('builds_declined'));
 get('/photo.png', Accept => 'image/webp', 'Sec-CH-Viewport-Width' => '400', 'Sec-CH-DPR' => '2');
-ok(eventually(sub { has_variant('/photo.png', 'webp-480-2x') }), '2x: 960 px variant built');
+ok(eventually(sub { counter('builds_declined') > $declined }),
+    '2x: a 960 px variant of an 800 px image is declined');
 $r = get('/photo.png', Accept => 'image/webp', 'Sec-CH-Viewport-Width' => '400', 'Sec-CH-DPR' => '2');
-like($r->{headers}{etag} // '', qr/-webp-480-2x"$/, 'viewport and DPR hints select the 2x variant');
+like($r->{headers}{etag} // '', qr/-webp"$/, '2x: the full-size WebP serves it');
+is(counter('builds_done'), $done, '2x: without encoding the image again');
+ok(!has_variant('/photo.png', 'webp-480-2x'), '2x: no 960 px copy of the 800 px image stored');
 $r = get('/photo.png', Accept => 'image/webp', 'User-Agent' => $PHONE,
     'Sec-CH-Viewport-Width' => '1400');
 like($r->{headers}{etag} // '', qr/-webp"$/, 'a viewport hint wins over the User-Agent');

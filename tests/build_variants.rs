@@ -354,6 +354,85 @@ fn a_declined_build_leaves_a_sentinel_that_is_never_served() {
     p.stop();
 }
 
+/// A source no wider than a viewport variant asks is encoded once, at full size, for every
+/// narrower-than-the-client class: the viewport descriptors are marked declined, so selection
+/// serves them the full-size variant and stops asking.
+#[test]
+fn a_source_narrower_than_the_viewport_is_built_once_at_full_size() {
+    let s = store();
+    let key = Key::derive(&[b"thumb"]);
+    let src = encode(
+        &DynamicImage::ImageRgb8(picture(300, 200)),
+        ImageFormat::Jpeg,
+    );
+    fill_original(s, &key, &src, "image/jpeg");
+    let p = pool(s);
+    let full = v(Format::Webp, Viewport::Original, Density::X1, false);
+    let phone = v(Format::Webp, Viewport::W480, Density::X1, false);
+    let tablet_2x = v(Format::Webp, Viewport::W768, Density::X2, false);
+    let submit = |t: Descriptor| {
+        p.submit(Job {
+            key,
+            target: t,
+            url: "/thumb.jpg".into(),
+        });
+        assert!(p.wait_idle(Duration::from_secs(20)));
+    };
+    submit(phone);
+    let (meta, body) = find(s, &key, full).expect("the full-size WebP stored");
+    assert_eq!(
+        meta.headers[0].1, b"\"e1-webp\"",
+        "its ETag names the full-size variant"
+    );
+    assert_eq!(decoded(&body), (ImageFormat::WebP, 300, 200));
+    assert!(
+        find(s, &key, phone).is_none(),
+        "no 480 px copy of the same pixels"
+    );
+    assert_eq!((s.stats().builds_done, s.stats().builds_declined), (1, 0));
+
+    // Another class wider than the image: nothing encoded again, only marked.
+    submit(tablet_2x);
+    assert_eq!((s.stats().builds_done, s.stats().builds_declined), (1, 1));
+    let descs: Vec<u32> = s
+        .alternates(&key)
+        .unwrap()
+        .iter()
+        .map(|a| a.descriptor)
+        .collect();
+    for t in [phone, tablet_2x] {
+        assert!(
+            descs.contains(&Descriptor::declined(t).0),
+            "{} marked",
+            t.label()
+        );
+        assert!(find(s, &key, t).is_none());
+    }
+    assert_eq!(
+        descs.len(),
+        4,
+        "the original, the full-size WebP and two markers"
+    );
+
+    // A source wider than the class still gets its own resized variant.
+    let wide_key = Key::derive(&[b"wide"]);
+    let wide = encode(
+        &DynamicImage::ImageRgb8(picture(1000, 500)),
+        ImageFormat::Jpeg,
+    );
+    fill_original(s, &wide_key, &wide, "image/jpeg");
+    p.submit(Job {
+        key: wide_key,
+        target: phone,
+        url: "/wide.jpg".into(),
+    });
+    assert!(p.wait_idle(Duration::from_secs(20)));
+    let (_, body) = find(s, &wide_key, phone).expect("the 480 px WebP stored");
+    assert_eq!(decoded(&body), (ImageFormat::WebP, 480, 240));
+    assert!(find(s, &wide_key, full).is_none());
+    p.stop();
+}
+
 #[test]
 fn a_broken_source_is_refused_counted_and_not_retried() {
     let s = store();

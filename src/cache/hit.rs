@@ -7,7 +7,7 @@ use crate::http::cache_control::parse_http_date;
 use crate::http::meta::{MetaView, StoredMeta};
 use crate::store::{Hit, PurgeState, MAX_ALTERNATES};
 use crate::variant::{
-    score, wanted, Capabilities, Descriptor, Encoding, SourceKind, VariantPolicy,
+    score, wanted, Capabilities, Descriptor, Encoding, SourceKind, VariantPolicy, Viewport,
 };
 
 /// Picks among a key's alternates for one client, remembering every descriptor it saw (to
@@ -60,11 +60,20 @@ impl<'a> Selector<'a> {
         if !policy.any() || !seen.contains(&Descriptor::SOURCE.0) {
             return None;
         }
-        let target = wanted(
+        let mut target = wanted(
             SourceKind::from_content_type(source_type),
             self.caps,
             policy,
         )?;
+        if seen.contains(&Descriptor::declined(target).0) {
+            if target.viewport() == Viewport::Original {
+                return None;
+            }
+            // A viewport variant is declined when the source is no wider than the viewport:
+            // the full-size variant serves this client, and is built again if it went
+            // (evicted alone) while the marker stayed.
+            target = target.at_full_size();
+        }
         let known = seen.contains(&target.0) || seen.contains(&Descriptor::declined(target).0);
         (!known).then_some(target)
     }
@@ -326,6 +335,40 @@ mod tests {
             None,
             "declined once"
         );
+    }
+
+    #[test]
+    fn a_declined_viewport_variant_asks_for_its_full_size_variant() {
+        let c = Capabilities::from_request(&|n: &str| match n {
+            "accept" => Some(b"image/webp".to_vec()),
+            "sec-ch-viewport-width" => Some(b"400".to_vec()),
+            _ => None,
+        });
+        let policy = VariantPolicy {
+            webp: true,
+            resize: true,
+            ..Default::default()
+        };
+        let phone = Descriptor::variant(
+            Format::Webp,
+            Viewport::W480,
+            Density::X1,
+            false,
+            Encoding::Identity,
+        );
+        let none = |_: &str| None;
+        let mut s = Selector::new(&c, &none);
+        s.score(Descriptor::SOURCE.0, b"");
+        assert_eq!(s.missing_variant(&policy, b"image/jpeg"), Some(phone));
+        // The source was no wider than 480 px: the phone's variant is the full-size one,
+        // built again when it went while the marker stayed.
+        s.score(Descriptor::declined(phone).0, b"");
+        assert_eq!(
+            s.missing_variant(&policy, b"image/jpeg"),
+            Some(phone.at_full_size())
+        );
+        s.score(phone.at_full_size().0, b"");
+        assert_eq!(s.missing_variant(&policy, b"image/jpeg"), None);
     }
 
     #[test]

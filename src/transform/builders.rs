@@ -9,7 +9,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use super::{build, variant_meta, Built, Limits, Quality};
+use super::{build, full_size_for, variant_meta, Built, Limits, Quality};
 use crate::http::meta::StoredMeta;
 use crate::store::{Alternate, BuildCounter, CommitOutcome, FillTicket, Key, Store};
 use crate::variant::{Descriptor, Encoding, SourceKind};
@@ -218,6 +218,13 @@ fn process(shared_store: &Shared, job: &Job) {
         };
         store.commit(ticket, &job.key, &alt)
     };
+    // A sentinel recording that the job's own descriptor is not built: selection stops asking
+    // for it. It shares the original's metadata so it expires and is purged with it.
+    let mark_declined = || {
+        if commit(Descriptor::declined(job.target), &src.meta, &[]) == CommitOutcome::Fenced {
+            store.count_build(BuildCounter::Fenced);
+        }
+    };
     let decline = |why: &str, failed: bool| {
         store.count_build(if failed {
             BuildCounter::Failed
@@ -231,21 +238,37 @@ fn process(shared_store: &Shared, job: &Job) {
                 job.target.label()
             ));
         }
-        // The sentinel shares the original's metadata so it expires and is purged with it.
-        if commit(Descriptor::declined(job.target), &src.meta, &[]) == CommitOutcome::Fenced {
-            store.count_build(BuildCounter::Fenced);
-        }
+        mark_declined();
     };
     // The source's own Content-Type says how to decode it (the request that queued the job
     // may only have seen a variant).
     let kind = SourceKind::from_content_type(&meta.content_type);
-    match build(&src.body, kind, job.target, &cfg.limits, &cfg.quality) {
+    // A source no wider than the job's viewport asks is built once, at full size, for every
+    // such client class; the job's own descriptor is then only marked.
+    let target = full_size_for(&src.body, kind, job.target);
+    if target != job.target {
+        let stored = store
+            .alternates(&job.key)
+            .is_ok_and(|alts| alts.iter().any(|a| a.descriptor == target.0));
+        if stored {
+            decline(
+                "the source is not wider: its full-size variant serves it",
+                false,
+            );
+            return;
+        }
+    }
+    match build(&src.body, kind, target, &cfg.limits, &cfg.quality) {
         Ok(Built::Variant { body, content_type }) => {
-            let Some(vmeta) = variant_meta(&meta, job.target, content_type).encode() else {
+            let Some(vmeta) = variant_meta(&meta, target, content_type).encode() else {
                 decline("metadata too large", true);
                 return;
             };
-            match commit(job.target, &vmeta, &body) {
+            let outcome = commit(target, &vmeta, &body);
+            if target != job.target && outcome == CommitOutcome::Stored {
+                mark_declined();
+            }
+            match outcome {
                 CommitOutcome::Stored => store.count_build(BuildCounter::Done),
                 CommitOutcome::Fenced => store.count_build(BuildCounter::Fenced),
                 CommitOutcome::TooLarge | CommitOutcome::Fault(_) => {

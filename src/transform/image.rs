@@ -84,8 +84,17 @@ pub fn decode(
         .map_err(|e| BuildError::Decode(e.to_string()))
 }
 
+/// The source's pixel width, from its header alone (None: not an image this reads).
+pub fn width(source: &[u8], kind: SourceKind) -> Option<u32> {
+    let fmt = source_format(kind)?;
+    ImageReader::with_format(Cursor::new(source), fmt)
+        .into_dimensions()
+        .ok()
+        .map(|(w, _)| w)
+}
+
 /// The pixel width a variant is built at, or None for the source width.
-fn target_width(d: Descriptor) -> Option<u32> {
+pub fn target_width(d: Descriptor) -> Option<u32> {
     let w = d.viewport().width()?;
     Some(if d.density() == Density::X2 { w * 2 } else { w })
 }

@@ -81,6 +81,20 @@ pub enum BuildError {
     Unsupported(String),
 }
 
+/// What a job asked to build `wanted` from this source builds: `wanted` itself, or, when the
+/// source is no wider than the width `wanted` asks for (so nothing would be resized), the
+/// full-size variant of the same format and Save-Data. One encode then serves every client
+/// class wider than the image, instead of one identical encode per viewport and density.
+pub fn full_size_for(source: &[u8], kind: SourceKind, wanted: Descriptor) -> Descriptor {
+    let Some(w) = image::target_width(wanted) else {
+        return wanted;
+    };
+    match image::width(source, kind) {
+        Some(sw) if w >= sw => wanted.at_full_size(),
+        _ => wanted,
+    }
+}
+
 /// Builds `target` from an original of `kind`.
 pub fn build(
     source: &[u8],

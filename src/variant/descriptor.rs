@@ -246,6 +246,18 @@ impl Descriptor {
         self.0 & SAVE_DATA != 0
     }
 
+    /// The same variant at the source's own width: what serves a client whose viewport is
+    /// wider than the image.
+    pub fn at_full_size(self) -> Descriptor {
+        Descriptor::variant(
+            self.format(),
+            Viewport::Original,
+            Density::X1,
+            self.save_data(),
+            self.encoding(),
+        )
+    }
+
     /// The origin's own bytes (no transformation by us), whatever its encoding or Vary.
     pub fn is_original(self) -> bool {
         !self.is_sentinel()

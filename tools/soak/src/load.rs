@@ -564,14 +564,21 @@ impl Checker {
                 ),
             ));
         }
-        // Resized to the class's width (twice for 2x), never up: a target at or above the
-        // source width keeps the source's size (src/build/image.rs).
+        // Resized to the class's width (twice for 2x), never up: a class at or above the
+        // source width is served the full-size variant, so no resized label may name one
+        // (src/transform/mod.rs, full_size_for).
         let (ew, eh) = match l.width.map(|w| if l.x2 { w * 2 } else { w }) {
             Some(tw) if tw < r.width => (
                 tw,
                 ((r.height as u64 * tw as u64) / r.width as u64).max(1) as u32,
             ),
-            _ => (r.width, r.height),
+            Some(tw) => {
+                return Err((
+                    "variant the client cannot take",
+                    format!("a {tw} px variant of a {} px source", r.width),
+                ))
+            }
+            None => (r.width, r.height),
         };
         match l.format.as_deref() {
             None => c.img_original.fetch_add(1, Ordering::Relaxed),
