@@ -276,6 +276,14 @@ fn fill_original(s: &Store, key: &Key, body: &[u8], ct: &str) {
     assert_eq!(s.commit(s.begin_fill(), key, &alt), CommitOutcome::Stored);
 }
 
+/// Stores a `w` x `h` JPEG as the original of a key named `name`, and returns the key.
+fn jpeg_original(s: &Store, name: &[u8], w: u32, h: u32) -> Key {
+    let key = Key::derive(&[name]);
+    let src = encode(&DynamicImage::ImageRgb8(picture(w, h)), ImageFormat::Jpeg);
+    fill_original(s, &key, &src, "image/jpeg");
+    key
+}
+
 fn pool(s: &'static Store) -> BuilderPool {
     let cfg = BuilderConfig {
         threads: 1,
@@ -301,12 +309,7 @@ fn find(s: &Store, key: &Key, d: Descriptor) -> Option<(StoredMeta, Vec<u8>)> {
 #[test]
 fn the_pool_builds_and_commits_a_variant_under_the_same_key() {
     let s = store();
-    let key = Key::derive(&[b"photo"]);
-    let src = encode(
-        &DynamicImage::ImageRgb8(picture(640, 480)),
-        ImageFormat::Jpeg,
-    );
-    fill_original(s, &key, &src, "image/jpeg");
+    let key = jpeg_original(s, b"photo", 640, 480);
     let p = pool(s);
     let t = v(Format::Webp, Viewport::Original, Density::X1, false);
     let job = Job {
@@ -328,12 +331,7 @@ fn the_pool_builds_and_commits_a_variant_under_the_same_key() {
 #[test]
 fn a_declined_build_leaves_a_sentinel_that_is_never_served() {
     let s = store();
-    let key = Key::derive(&[b"small"]);
-    let src = encode(
-        &DynamicImage::ImageRgb8(picture(100, 100)),
-        ImageFormat::Jpeg,
-    );
-    fill_original(s, &key, &src, "image/jpeg");
+    let key = jpeg_original(s, b"small", 100, 100);
     let p = pool(s);
     let t = v(Format::Jpeg, Viewport::W480, Density::X1, false);
     p.submit(Job {
@@ -360,12 +358,7 @@ fn a_declined_build_leaves_a_sentinel_that_is_never_served() {
 #[test]
 fn a_source_narrower_than_the_viewport_is_built_once_at_full_size() {
     let s = store();
-    let key = Key::derive(&[b"thumb"]);
-    let src = encode(
-        &DynamicImage::ImageRgb8(picture(300, 200)),
-        ImageFormat::Jpeg,
-    );
-    fill_original(s, &key, &src, "image/jpeg");
+    let key = jpeg_original(s, b"thumb", 300, 200);
     let p = pool(s);
     let full = v(Format::Webp, Viewport::Original, Density::X1, false);
     let phone = v(Format::Webp, Viewport::W480, Density::X1, false);
@@ -415,12 +408,7 @@ fn a_source_narrower_than_the_viewport_is_built_once_at_full_size() {
     );
 
     // A source wider than the class still gets its own resized variant.
-    let wide_key = Key::derive(&[b"wide"]);
-    let wide = encode(
-        &DynamicImage::ImageRgb8(picture(1000, 500)),
-        ImageFormat::Jpeg,
-    );
-    fill_original(s, &wide_key, &wide, "image/jpeg");
+    let wide_key = jpeg_original(s, b"wide", 1000, 500);
     p.submit(Job {
         key: wide_key,
         target: phone,
