@@ -65,6 +65,8 @@ my %URLS = (
     '/site.css'  => ['text'],
     # The module in front of a static root (no proxy): the same promises.
     '/static/photo.jpg' => ['image', 'jpeg', 1200],
+    # Narrower than every viewport class: those clients get the full-size variants.
+    '/thumb.jpg' => ['image', 'jpeg', 400],
 );
 
 my $per_profile = 12;
@@ -127,6 +129,7 @@ my $css = join '', map { ".card-$_ { margin: ${_}px; padding: 4px; color: #333; 
 my %source = (
     '/photo.png' => png(1200, 900, 1),
     '/photo.jpg' => jpeg(1200, 900, 1),
+    '/thumb.jpg' => jpeg(400, 300, 3),
     '/site.css'  => $css,
 );
 $t->write_file("site$_", $source{$_}) for keys %source;
@@ -273,9 +276,16 @@ sub get {
 
 sub ideal {
     my ($u, $image_label, $text_label) = @_;
-    my ($kind, $src) = @{$URLS{$u}};
+    my ($kind, $src, $width) = @{$URLS{$u}};
     return $text_label if $kind eq 'text';
-    return $image_label =~ s/SRC/$src/r;
+    my $label = $image_label =~ s/SRC/$src/r;
+    # A class at least as wide as the image is served the full-size variant (never resized
+    # up); the source's own format at full size is the original itself.
+    if ($label =~ /-(480|768)(-2x)?/ && $1 * ($2 ? 2 : 1) >= $width) {
+        $label =~ s/-(480|768)(-2x)?//;
+        $label = 'original' if $label eq $src;
+    }
+    return $label;
 }
 
 ###############################################################################
