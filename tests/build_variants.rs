@@ -295,6 +295,16 @@ fn pool(s: &'static Store) -> BuilderPool {
     BuilderPool::start(s, cfg, Box::new(|_| {})).unwrap()
 }
 
+/// Queues one job and waits until the pool is idle again.
+fn build_now(p: &BuilderPool, key: Key, target: Descriptor, url: &str) {
+    p.submit(Job {
+        key,
+        target,
+        url: url.into(),
+    });
+    assert!(p.wait_idle(Duration::from_secs(20)));
+}
+
 fn find(s: &Store, key: &Key, d: Descriptor) -> Option<(StoredMeta, Vec<u8>)> {
     let mut buf = Vec::new();
     match s.lookup(key, |x, _| (x == d.0).then_some(1), &mut buf) {
@@ -334,12 +344,7 @@ fn a_declined_build_leaves_a_sentinel_that_is_never_served() {
     let key = jpeg_original(s, b"small", 100, 100);
     let p = pool(s);
     let t = v(Format::Jpeg, Viewport::W480, Density::X1, false);
-    p.submit(Job {
-        key,
-        target: t,
-        url: "/small.jpg".into(),
-    });
-    assert!(p.wait_idle(Duration::from_secs(20)));
+    build_now(&p, key, t, "/small.jpg");
     assert_eq!(s.stats().builds_declined, 1);
     let descs: Vec<u32> = s
         .alternates(&key)
@@ -363,14 +368,7 @@ fn a_source_narrower_than_the_viewport_is_built_once_at_full_size() {
     let full = v(Format::Webp, Viewport::Original, Density::X1, false);
     let phone = v(Format::Webp, Viewport::W480, Density::X1, false);
     let tablet_2x = v(Format::Webp, Viewport::W768, Density::X2, false);
-    let submit = |t: Descriptor| {
-        p.submit(Job {
-            key,
-            target: t,
-            url: "/thumb.jpg".into(),
-        });
-        assert!(p.wait_idle(Duration::from_secs(20)));
-    };
+    let submit = |t: Descriptor| build_now(&p, key, t, "/thumb.jpg");
     submit(phone);
     let (meta, body) = find(s, &key, full).expect("the full-size WebP stored");
     assert_eq!(
@@ -409,12 +407,7 @@ fn a_source_narrower_than_the_viewport_is_built_once_at_full_size() {
 
     // A source wider than the class still gets its own resized variant.
     let wide_key = jpeg_original(s, b"wide", 1000, 500);
-    p.submit(Job {
-        key: wide_key,
-        target: phone,
-        url: "/wide.jpg".into(),
-    });
-    assert!(p.wait_idle(Duration::from_secs(20)));
+    build_now(&p, wide_key, phone, "/wide.jpg");
     let (_, body) = find(s, &wide_key, phone).expect("the 480 px WebP stored");
     assert_eq!(decoded(&body), (ImageFormat::WebP, 480, 240));
     assert!(find(s, &wide_key, full).is_none());
@@ -433,12 +426,7 @@ fn a_broken_source_is_refused_counted_and_not_retried() {
     );
     let p = pool(s);
     let t = v(Format::Webp, Viewport::Original, Density::X1, false);
-    p.submit(Job {
-        key,
-        target: t,
-        url: "/broken.jpg".into(),
-    });
-    assert!(p.wait_idle(Duration::from_secs(20)));
+    build_now(&p, key, t, "/broken.jpg");
     assert_eq!(s.stats().builds_failed, 1);
     assert!(s
         .alternates(&key)
